@@ -1,0 +1,436 @@
+//! Configuration objects: the Gateway API resources and `serin.dev` kinds the proxy serves,
+//! and their loading from YAML files.
+//!
+//! Both configuration sources (files and, later, the Kubernetes API) produce the same
+//! [`Objects`] set, which [`crate::table::compile`] turns into a routing table. Every object
+//! carries its [`Origin`] so that an error names the file (or API object) it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gateway_api::experimental::gateways::Gateway;
+use gateway_api::experimental::httproutes::HttpRoute;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ConfigError;
+
+/// API group of Serin's own kinds.
+pub const SERIN_GROUP: &str = "serin.dev";
+/// API group of the Gateway API kinds.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// `serin.dev/v1alpha1` `Backend`: a set of static addresses (IPs or DNS names) that a route's
+/// `backendRefs` can name with `group: serin.dev, kind: Backend`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
+#[kube(
+    group = "serin.dev",
+    version = "v1alpha1",
+    kind = "Backend",
+    plural = "backends",
+    namespaced,
+    printcolumn = r#"{"name":"ENDPOINTS","type":"string","jsonPath":".spec.endpoints[*].host"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    /// The addresses requests are balanced over.
+    pub endpoints: Vec<BackendEndpoint>,
+}
+
+/// One address of a [`Backend`].
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendEndpoint {
+    /// An IP address or a DNS name.
+    pub host: String,
+    /// The port; when absent, the `port` of the referencing `backendRef` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// Where an object came from, for error messages and status reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Document `document` (0-based) of a YAML file.
+    File { path: PathBuf, document: usize },
+    /// The Kubernetes API.
+    Kubernetes,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, document: 0 } => write!(f, "{}", path.display()),
+            Origin::File { path, document } => {
+                write!(f, "{} (document {})", path.display(), document + 1)
+            }
+            Origin::Kubernetes => f.write_str("kubernetes"),
+        }
+    }
+}
+
+/// An object together with where it came from.
+#[derive(Clone, Debug)]
+pub struct Sourced<T> {
+    pub origin: Origin,
+    pub object: T,
+}
+
+/// A namespaced object name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Endpoints of a Kubernetes `Service` port, resolved from its `EndpointSlice`s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoints {
+    pub key: ObjectKey,
+    /// Service port number as named by `backendRefs[].port`.
+    pub port: u16,
+    /// Ready endpoints: (host, target port).
+    pub endpoints: Vec<BackendEndpoint>,
+}
+
+/// Every object the routing table is compiled from.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    pub gateways: Vec<Sourced<Gateway>>,
+    pub routes: Vec<Sourced<HttpRoute>>,
+    pub backends: Vec<Sourced<Backend>>,
+    pub services: Vec<ServiceEndpoints>,
+}
+
+/// The files a configuration path stands for: the file itself, or the `*.yaml`, `*.yml` and
+/// `*.json` files directly inside a directory, sorted by name.
+pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file = entry.path();
+        let is_config = file
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        // Hidden files are editors' and atomic writers' temporaries.
+        let hidden = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if is_config && !hidden && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every object from a file or a directory of files.
+///
+/// Documents of other kinds are skipped (their count is returned) so that a directory may also
+/// hold, say, the `Canary` the routes belong to. Any malformed document, or a known kind that does
+/// not match its schema, fails the whole load with an error naming the file, object and field.
+pub fn load_path(path: &Path) -> Result<(Objects, usize), ConfigError> {
+    let mut objects = Objects::default();
+    let mut skipped = 0;
+    for file in config_files(path)? {
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        skipped += parse_documents(&file, &text, &mut objects)?;
+    }
+    check_duplicates(&objects)?;
+    Ok((objects, skipped))
+}
+
+/// Parses the YAML documents of one file into `objects`; returns how many were skipped.
+pub fn parse_documents(
+    file: &Path,
+    text: &str,
+    objects: &mut Objects,
+) -> Result<usize, ConfigError> {
+    let mut skipped = 0;
+    for (document, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let origin = Origin::File {
+            path: file.to_owned(),
+            document,
+        };
+        let value = Value::deserialize(de).map_err(|e| ConfigError::Syntax {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue; // an empty document, e.g. after a trailing `---`
+        }
+        match parse_object(origin, value)? {
+            Some(Parsed::Gateway(g)) => objects.gateways.push(g),
+            Some(Parsed::Route(r)) => objects.routes.push(r),
+            Some(Parsed::Backend(b)) => objects.backends.push(b),
+            None => skipped += 1,
+        }
+    }
+    Ok(skipped)
+}
+
+enum Parsed {
+    Gateway(Sourced<Gateway>),
+    Route(Sourced<HttpRoute>),
+    Backend(Sourced<Backend>),
+}
+
+fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, ConfigError> {
+    let Some(map) = value.as_object_mut() else {
+        return Err(ConfigError::Syntax {
+            origin,
+            message: "a document must be a mapping with apiVersion and kind".into(),
+        });
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let api_version = text(map.get("apiVersion"));
+    let kind = text(map.get("kind"));
+    if api_version.is_empty() || kind.is_empty() {
+        return Err(ConfigError::Syntax {
+            origin,
+            message: "a document must have apiVersion and kind".into(),
+        });
+    }
+    // File mode has no API server to default the namespace.
+    let metadata = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(meta) = metadata.as_object_mut() {
+        meta.entry("namespace")
+            .or_insert_with(|| Value::String("default".into()));
+    }
+    let name = text(value.pointer("/metadata/name"));
+    let namespace = text(value.pointer("/metadata/namespace"));
+    let object = format!("{kind} {namespace}/{name}");
+    if name.is_empty() {
+        return Err(ConfigError::Object {
+            origin,
+            object,
+            field: "metadata.name".into(),
+            message: "is required".into(),
+        });
+    }
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    let parsed = match (group, kind.as_str()) {
+        (GATEWAY_GROUP, "Gateway") => Parsed::Gateway(typed(origin, object, value)?),
+        (GATEWAY_GROUP, "HTTPRoute") => Parsed::Route(typed(origin, object, value)?),
+        (SERIN_GROUP, "Backend") => Parsed::Backend(typed(origin, object, value)?),
+        _ => {
+            tracing::debug!(%origin, %object, %api_version, "skipping an object of a kind the proxy does not serve");
+            return Ok(None);
+        }
+    };
+    Ok(Some(parsed))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    origin: Origin,
+    object: String,
+    value: Value,
+) -> Result<Sourced<T>, ConfigError> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(object) => Ok(Sourced { origin, object }),
+        Err(e) => Err(ConfigError::Object {
+            origin,
+            object,
+            field: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        }),
+    }
+}
+
+fn check_duplicates(objects: &Objects) -> Result<(), ConfigError> {
+    fn check<'a>(
+        kind: &str,
+        items: impl Iterator<Item = (ObjectKey, &'a Origin)>,
+    ) -> Result<(), ConfigError> {
+        let mut seen: BTreeMap<ObjectKey, &Origin> = BTreeMap::new();
+        for (key, origin) in items {
+            if let Some(first) = seen.insert(key.clone(), origin) {
+                return Err(ConfigError::Object {
+                    origin: origin.clone(),
+                    object: format!("{kind} {key}"),
+                    field: "metadata.name".into(),
+                    message: format!("duplicate: already defined in {first}"),
+                });
+            }
+        }
+        Ok(())
+    }
+    use kube::ResourceExt;
+    check(
+        "Gateway",
+        objects
+            .gateways
+            .iter()
+            .map(|g| (key_of(&g.object), &g.origin)),
+    )?;
+    check(
+        "HTTPRoute",
+        objects
+            .routes
+            .iter()
+            .map(|r| (key_of(&r.object), &r.origin)),
+    )?;
+    check(
+        "Backend",
+        objects.backends.iter().map(|b| {
+            (
+                ObjectKey::new(
+                    b.object.namespace().unwrap_or_default(),
+                    b.object.name_any(),
+                ),
+                &b.origin,
+            )
+        }),
+    )
+}
+
+/// The namespaced key of any Kubernetes object (namespace `default` when unset).
+pub fn key_of<K: kube::Resource>(object: &K) -> ObjectKey {
+    let meta = object.meta();
+    ObjectKey::new(
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Objects, ConfigError> {
+        let mut objects = Objects::default();
+        parse_documents(Path::new("routes.yaml"), text, &mut objects)?;
+        check_duplicates(&objects)?;
+        Ok(objects)
+    }
+
+    #[test]
+    fn parses_all_three_kinds_from_one_file() {
+        let objects = parse(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: test}
+spec:
+  gatewayClassName: serin
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: serin.dev/v1alpha1
+kind: Backend
+metadata: {name: podinfo-primary}
+spec:
+  endpoints: [{host: 127.0.0.1, port: 9001}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: podinfo, namespace: test}
+spec:
+  parentRefs: [{name: public}]
+  rules:
+  - backendRefs: [{group: serin.dev, kind: Backend, name: podinfo-primary, weight: 90}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unrelated}
+"#,
+        )
+        .unwrap();
+        assert_eq!(objects.gateways.len(), 1);
+        assert_eq!(objects.backends.len(), 1);
+        assert_eq!(objects.routes.len(), 1);
+        assert_eq!(
+            key_of(&objects.backends[0].object),
+            ObjectKey::new("default", "podinfo-primary")
+        );
+        assert_eq!(
+            objects.backends[0].object.spec.endpoints[0].port,
+            Some(9001)
+        );
+    }
+
+    #[test]
+    fn schema_errors_name_file_object_and_field() {
+        let err = parse(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  rules:\n  - backendRefs: [{name: b, weight: heavy}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("routes.yaml: HTTPRoute test/r: spec.rules[0].backendRefs[0].weight: "),
+            "{err}"
+        );
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_document() {
+        let err = parse("kind: Backend\n---\napiVersion: v1\nkind: [unclosed\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("routes.yaml"), "{err}");
+        let err = parse("apiVersion: v1\nkind: X\n---\nfoo: [unclosed\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("routes.yaml (document 2): invalid YAML"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let doc = "apiVersion: serin.dev/v1alpha1\nkind: Backend\nmetadata: {name: b}\nspec: {endpoints: []}\n";
+        let err = parse(&format!("{doc}---\n{doc}")).unwrap_err().to_string();
+        assert!(
+            err.contains("Backend default/b: metadata.name: duplicate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_name_is_an_error() {
+        let err = parse("apiVersion: serin.dev/v1alpha1\nkind: Backend\nspec: {endpoints: []}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata.name: is required"), "{err}");
+    }
+}

@@ -1,0 +1,72 @@
+//! Errors: configuration errors that name what is wrong, and the data plane's leaf errors that
+//! become HTTP status codes in one place ([`ProxyError::status`]).
+
+use std::path::PathBuf;
+
+use http::StatusCode;
+
+use crate::config::Origin;
+
+/// A configuration that cannot be served. Its `Display` names the file (or API object), the
+/// object and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: invalid YAML: {message}")]
+    Syntax { origin: Origin, message: String },
+    #[error("{origin}: {object}: {field}: {message}")]
+    Object {
+        origin: Origin,
+        /// `Kind namespace/name`.
+        object: String,
+        /// Dotted path inside the object, e.g. `spec.rules[0].matches[1].path.value`.
+        field: String,
+        message: String,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<ConfigError>),
+    #[error("listener port {port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a request could not be proxied. Mapped to a status code by [`ProxyError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("the matched rule has no usable backend")]
+    NoBackend,
+    #[error("backend {backend} has no endpoints")]
+    NoEndpoints { backend: String },
+    #[error("connecting to the backend failed: {0}")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("the backend did not answer in time")]
+    Timeout,
+    #[error("the backend request failed: {0}")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The status code sent to the client for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! serin-proxy: Serin's L7 data plane.
+//!
+//! The proxy serves a routing table compiled from Gateway API resources (`Gateway`, `HTTPRoute`)
+//! and Serin's `Backend` kind, read from YAML files (and, later, the Kubernetes API). The table
+//! is immutable and swapped atomically on every change; a request never sees half a table, and
+//! an invalid change leaves the last good table serving.
+//!
+//! Crate map:
+//!
+//! - [`config`]: the objects and their loading from files, with errors naming file/object/field;
+//! - [`table`]: the compiler and the pure routing decision (match, precedence, weighted pick);
+//! - [`forward`]: the request path (headers, upstream pool, timeouts, metrics);
+//! - [`server`]: listeners, HTTP/1.1 + h2c, graceful drain; [`admin`]: metrics and health;
+//! - [`reload`]: applying configuration and watching files; [`metrics`]: the Prometheus metrics.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod reload;
+pub mod server;
+pub mod table;
+
+pub use error::{ConfigError, ProxyError};

@@ -1,0 +1,143 @@
+//! `serin-proxy`: parse arguments, load the configuration, serve until SIGTERM/SIGINT.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use serin_proxy::admin::{self, Admin};
+use serin_proxy::forward::{ForwardOptions, Proxy};
+use serin_proxy::metrics::Telemetry;
+use serin_proxy::reload::{Applier, FileSource};
+use serin_proxy::server::Listeners;
+
+/// Serin's L7 proxy: serves Gateway API routes (weighted splits, matches, header filters) from
+/// YAML files, reloads them on change, and exports Prometheus metrics.
+#[derive(Parser, Debug)]
+#[command(name = "serin-proxy", version)]
+struct Args {
+    /// A YAML file, or a directory of YAML files, holding Gateway, HTTPRoute and serin.dev
+    /// Backend objects. Watched: changes apply within a second.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// IP address the Gateway listeners bind to (their ports come from the Gateways).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Admin listener: /metrics, /healthz, /readyz, /routes.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// Time allowed to connect to a backend endpoint (e.g. 500ms, 2s).
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Time allowed until a backend's response headers when the route sets no
+    /// `timeouts.request`; 0s for none.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    default_request_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    drain_timeout: Duration,
+    /// How often the configuration files are checked for changes.
+    #[arg(long, default_value = "250ms", value_parser = duration)]
+    watch_interval: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d: gateway_api::Duration = s.parse()?;
+    Ok(Duration::from_millis(d.as_millis() as u64))
+}
+
+/// Exit status for a configuration that cannot be served (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("serin-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let telemetry = Telemetry::new();
+    let options = ForwardOptions {
+        connect_timeout: args.connect_timeout,
+        default_timeout: (!args.default_request_timeout.is_zero())
+            .then_some(args.default_request_timeout),
+        ..ForwardOptions::default()
+    };
+    let proxy = Arc::new(Proxy::new(telemetry, options));
+    let admin = Admin::new(proxy.clone());
+    let admin_listener = match tokio::net::TcpListener::bind(args.admin).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("admin listener {}: {e}", args.admin);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tokio::spawn(admin::serve(admin_listener, admin.clone()));
+
+    let mut applier = Applier {
+        proxy: proxy.clone(),
+        listeners: Listeners::new(args.bind, proxy.clone()),
+    };
+    let source = FileSource::new(args.config, args.watch_interval);
+    if let Err(e) = source.load(&mut applier) {
+        tracing::error!("configuration rejected: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    admin.ready.store(true, Ordering::Release);
+    tracing::info!(admin = %args.admin, "serin-proxy ready");
+
+    // The watcher owns the applier; hand the listeners back for the drain on shutdown.
+    let (applier_tx, applier_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        source.watch(&mut applier, applier_rx).await;
+        applier
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining connections");
+    admin.ready.store(false, Ordering::Release);
+    let _ = applier_tx.send(());
+    match watcher.await {
+        Ok(applier) => applier.listeners.drain(args.drain_timeout).await,
+        Err(e) => tracing::error!("configuration watcher failed: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,125 @@
+//! Header modifier filters (`RequestHeaderModifier`, `ResponseHeaderModifier`), compiled to
+//! ready header names and values.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// A compiled header modifier: `set` replaces, `add` appends, `remove` deletes.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderModifier {
+    set: Box<[(HeaderName, HeaderValue)]>,
+    add: Box<[(HeaderName, HeaderValue)]>,
+    remove: Box<[HeaderName]>,
+}
+
+impl HeaderModifier {
+    /// Compiles a modifier from its `set`, `add` and `remove` lists. The error names the list
+    /// and index of the offending entry (`set[1].name`).
+    pub fn compile<'a>(
+        set: impl IntoIterator<Item = (&'a str, &'a str)>,
+        add: impl IntoIterator<Item = (&'a str, &'a str)>,
+        remove: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HeaderModifier, (String, String)> {
+        fn pairs<'a>(
+            list: &str,
+            items: impl IntoIterator<Item = (&'a str, &'a str)>,
+        ) -> Result<Box<[(HeaderName, HeaderValue)]>, (String, String)> {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, value))| {
+                    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        (
+                            format!("{list}[{i}].name"),
+                            format!("invalid header name {name:?}"),
+                        )
+                    })?;
+                    let value = HeaderValue::from_str(value).map_err(|_| {
+                        (
+                            format!("{list}[{i}].value"),
+                            format!("invalid header value {value:?}"),
+                        )
+                    })?;
+                    Ok((name, value))
+                })
+                .collect()
+        }
+        let remove = remove
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    (
+                        format!("remove[{i}]"),
+                        format!("invalid header name {name:?}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(HeaderModifier {
+            set: pairs("set", set)?,
+            add: pairs("add", add)?,
+            remove,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Merges `other` after `self` (both are applied, `self` first).
+    pub fn then(&self, other: &HeaderModifier) -> HeaderModifier {
+        HeaderModifier {
+            set: self.set.iter().chain(other.set.iter()).cloned().collect(),
+            add: self.add.iter().chain(other.add.iter()).cloned().collect(),
+            remove: self
+                .remove
+                .iter()
+                .chain(other.remove.iter())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    #[inline]
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &*self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &*self.add {
+            headers.append(name.clone(), value.clone());
+        }
+        for name in &*self.remove {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_add_remove() {
+        let m =
+            HeaderModifier::compile([("x-set", "new")], [("x-add", "two")], ["x-gone"]).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-set", HeaderValue::from_static("old"));
+        h.insert("x-add", HeaderValue::from_static("one"));
+        h.insert("x-gone", HeaderValue::from_static("bye"));
+        m.apply(&mut h);
+        assert_eq!(h.get_all("x-set").iter().collect::<Vec<_>>(), ["new"]);
+        assert_eq!(
+            h.get_all("x-add").iter().collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        assert!(!h.contains_key("x-gone"));
+    }
+
+    #[test]
+    fn bad_names_are_located() {
+        let err = HeaderModifier::compile([("ok", "v"), ("bad name", "v")], [], []).unwrap_err();
+        assert_eq!(err.0, "set[1].name");
+        let err = HeaderModifier::compile([], [("x", "line\nbreak")], []).unwrap_err();
+        assert_eq!(err.0, "add[0].value");
+    }
+}

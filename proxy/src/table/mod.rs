@@ -1,0 +1,234 @@
+//! The compiled, immutable routing table and the pure routing decision.
+//!
+//! A [`RouteTable`] is built by [`compile`] from configuration [`Objects`](crate::config::Objects)
+//! and swapped in whole. [`RouteTable::decide`] maps a request (its head and one random sample)
+//! to a [`Decision`]: the matched rule and the picked backend. It does no IO and reads no clock.
+//!
+//! Lookup order for a request arriving on a listener port:
+//!
+//! ```text
+//! port ──> host (exact ─> longest wildcard suffix ─> any)
+//!      ──> entries in precedence order, first whose match holds
+//!      ──> rule ──> weighted pick ──> backend
+//! ```
+
+mod compile;
+pub mod filters;
+pub mod matching;
+pub mod split;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::uri::Authority;
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+pub use self::compile::{MAX_WEIGHT, Problem, Reason, compile};
+use self::filters::HeaderModifier;
+use self::matching::RequestMatch;
+use self::split::Split;
+use crate::error::ProxyError;
+use crate::metrics::RouteBackendMetrics;
+
+/// An immutable routing table.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    ports: HashMap<u16, PortRoutes>,
+    summary: Vec<RuleSummary>,
+}
+
+/// Routes served on one listener port.
+#[derive(Debug, Default)]
+struct PortRoutes {
+    /// Lower-case host -> candidate entries, most specific first.
+    exact: HashMap<Box<str>, Arc<[Entry]>>,
+    /// Wildcard suffix (`.example.com` for `*.example.com`) -> candidate entries.
+    wildcard: HashMap<Box<str>, Arc<[Entry]>>,
+    /// Entries for a host that no specific hostname names.
+    any: Arc<[Entry]>,
+}
+
+/// One `HTTPRouteMatch` of one rule.
+#[derive(Debug, Clone)]
+struct Entry {
+    matcher: RequestMatch,
+    rule: Arc<Rule>,
+}
+
+/// A compiled `HTTPRouteRule`.
+#[derive(Debug)]
+pub struct Rule {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: Arc<str>,
+    pub backends: Box<[RuleBackend]>,
+    split: Option<Split>,
+    pub request_headers: HeaderModifier,
+    pub response_headers: HeaderModifier,
+    /// `timeouts.request`: from receiving the request to the end of the response.
+    pub timeout: Option<Duration>,
+}
+
+/// One `backendRef` of a rule.
+#[derive(Debug)]
+pub struct RuleBackend {
+    /// `None` when the reference could not be resolved: requests picked for it get a 500.
+    pub target: Option<Arc<BackendTarget>>,
+    /// `namespace/name` of the referenced object.
+    pub name: Arc<str>,
+    pub weight: u32,
+    pub request_headers: HeaderModifier,
+    pub response_headers: HeaderModifier,
+    pub metrics: RouteBackendMetrics,
+}
+
+/// A backend's endpoints, balanced round robin.
+#[derive(Debug)]
+pub struct BackendTarget {
+    pub name: Arc<str>,
+    pub endpoints: Box<[Authority]>,
+    next: AtomicUsize,
+    pub connect_errors: Counter,
+}
+
+impl BackendTarget {
+    pub fn new(name: Arc<str>, endpoints: Box<[Authority]>, connect_errors: Counter) -> Self {
+        BackendTarget {
+            name,
+            endpoints,
+            next: AtomicUsize::new(0),
+            connect_errors,
+        }
+    }
+
+    /// The next endpoint in round-robin order.
+    #[inline]
+    pub fn endpoint(&self) -> Option<&Authority> {
+        match self.endpoints.len() {
+            0 => None,
+            1 => self.endpoints.first(),
+            n => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                self.endpoints.get(i % n)
+            }
+        }
+    }
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'t> {
+    pub rule: &'t Arc<Rule>,
+    /// Index into `rule.backends`; `None` when no backend has a positive weight.
+    pub backend: Option<usize>,
+}
+
+impl Decision<'_> {
+    pub fn backend(&self) -> Option<&RuleBackend> {
+        self.backend.map(|i| &self.rule.backends[i])
+    }
+}
+
+/// What `/routes` shows for one match of one rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleSummary {
+    pub port: u16,
+    pub hostname: String,
+    pub route: String,
+    pub rule: usize,
+    #[serde(rename = "match")]
+    pub matcher: String,
+    pub backends: Vec<BackendSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u128>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSummary {
+    pub name: String,
+    pub weight: u32,
+    pub endpoints: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unresolved: bool,
+}
+
+impl RouteTable {
+    /// The listener ports this table serves.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.keys().copied()
+    }
+
+    /// Every (port, hostname, rule, match) in precedence order, for `/routes`.
+    pub fn summary(&self) -> &[RuleSummary] {
+        &self.summary
+    }
+
+    /// Routes a request that arrived on `port`. `sample` is a uniformly random number used for
+    /// the weighted pick.
+    pub fn decide(
+        &self,
+        port: u16,
+        parts: &Parts,
+        sample: u64,
+    ) -> Result<Decision<'_>, ProxyError> {
+        let routes = self.ports.get(&port).ok_or(ProxyError::NoRoute)?;
+        let entries = routes.candidates(request_host(parts));
+        let entry = entries
+            .iter()
+            .find(|e| e.matcher.matches(parts))
+            .ok_or(ProxyError::NoRoute)?;
+        let rule = &entry.rule;
+        Ok(Decision {
+            rule,
+            backend: rule.split.as_ref().map(|s| s.pick(sample)),
+        })
+    }
+}
+
+impl PortRoutes {
+    fn candidates(&self, host: Option<&str>) -> &[Entry] {
+        let Some(host) = host else { return &self.any };
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(entries) = self.exact.get(host) {
+            return entries;
+        }
+        if !self.wildcard.is_empty() {
+            // Longest suffix first: `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
+            for (i, _) in host.match_indices('.') {
+                if let Some(entries) = self.wildcard.get(&host[i..]) {
+                    return entries;
+                }
+            }
+        }
+        &self.any
+    }
+}
+
+/// The request's host without port or trailing dot: from the URI (HTTP/2, absolute form) or
+/// the `Host` header.
+fn request_host(parts: &Parts) -> Option<&str> {
+    let authority = match parts.uri.host() {
+        Some(host) => host,
+        None => parts.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    let host = if authority.starts_with('[') {
+        authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end])
+    } else {
+        authority.split_once(':').map_or(authority, |(h, _)| h)
+    };
+    Some(host.strip_suffix('.').unwrap_or(host))
+}
+
+#[cfg(test)]
+mod tests;
