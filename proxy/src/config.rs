@@ -197,9 +197,9 @@ pub fn parse_documents(
             continue; // an empty document, e.g. after a trailing `---`
         }
         match parse_object(origin, value)? {
-            Some(Parsed::Gateway(g)) => objects.gateways.push(g),
-            Some(Parsed::Route(r)) => objects.routes.push(r),
-            Some(Parsed::Backend(b)) => objects.backends.push(b),
+            Some(Parsed::Gateway(g)) => objects.gateways.push(*g),
+            Some(Parsed::Route(r)) => objects.routes.push(*r),
+            Some(Parsed::Backend(b)) => objects.backends.push(*b),
             None => skipped += 1,
         }
     }
@@ -207,9 +207,9 @@ pub fn parse_documents(
 }
 
 enum Parsed {
-    Gateway(Sourced<Gateway>),
-    Route(Sourced<HttpRoute>),
-    Backend(Sourced<Backend>),
+    Gateway(Box<Sourced<Gateway>>),
+    Route(Box<Sourced<HttpRoute>>),
+    Backend(Box<Sourced<Backend>>),
 }
 
 fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, ConfigError> {
@@ -236,9 +236,18 @@ fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, Conf
         meta.entry("namespace")
             .or_insert_with(|| Value::String("default".into()));
     }
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
     let name = text(value.pointer("/metadata/name"));
     let namespace = text(value.pointer("/metadata/namespace"));
     let object = format!("{kind} {namespace}/{name}");
+    let known = matches!(
+        (group, kind.as_str()),
+        (GATEWAY_GROUP, "Gateway" | "HTTPRoute") | (SERIN_GROUP, "Backend")
+    );
+    if !known {
+        tracing::debug!(%origin, %object, %api_version, "skipping an object of a kind the proxy does not serve");
+        return Ok(None);
+    }
     if name.is_empty() {
         return Err(ConfigError::Object {
             origin,
@@ -247,15 +256,10 @@ fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, Conf
             message: "is required".into(),
         });
     }
-    let group = api_version.split_once('/').map_or("", |(g, _)| g);
-    let parsed = match (group, kind.as_str()) {
-        (GATEWAY_GROUP, "Gateway") => Parsed::Gateway(typed(origin, object, value)?),
-        (GATEWAY_GROUP, "HTTPRoute") => Parsed::Route(typed(origin, object, value)?),
-        (SERIN_GROUP, "Backend") => Parsed::Backend(typed(origin, object, value)?),
-        _ => {
-            tracing::debug!(%origin, %object, %api_version, "skipping an object of a kind the proxy does not serve");
-            return Ok(None);
-        }
+    let parsed = match kind.as_str() {
+        "Gateway" => Parsed::Gateway(Box::new(typed(origin, object, value)?)),
+        "HTTPRoute" => Parsed::Route(Box::new(typed(origin, object, value)?)),
+        _ => Parsed::Backend(Box::new(typed(origin, object, value)?)),
     };
     Ok(Some(parsed))
 }

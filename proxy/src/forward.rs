@@ -135,8 +135,12 @@ impl Proxy {
                 e.status()
             }
         };
-        if let Some(backend) = decision.backend() {
-            backend.metrics.record(status.as_u16(), start.elapsed());
+        let metrics = match decision.backend() {
+            Some(backend) => Some(&backend.metrics),
+            None => decision.rule.unbacked.as_ref(),
+        };
+        if let Some(metrics) = metrics {
+            metrics.record(status.as_u16(), start.elapsed());
         }
         response.unwrap_or_else(|e| error_response(&e))
     }
@@ -171,10 +175,15 @@ impl Proxy {
             // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
             parts.headers.entry(header::HOST).or_insert(host);
         }
-        parts.headers.append(
+        // One comma-joined field: many applications read only the first X-Forwarded-For line.
+        let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
+            Some(Ok(previous)) => format!("{previous}, {}", client.ip()),
+            _ => client.ip().to_string(),
+        };
+        parts.headers.insert(
             X_FORWARDED_FOR,
-            HeaderValue::try_from(client.ip().to_string())
-                .map_err(|_| ProxyError::BadRequest("client address"))?,
+            HeaderValue::try_from(forwarded_for)
+                .map_err(|_| ProxyError::BadRequest("x-forwarded-for"))?,
         );
         parts
             .headers

@@ -20,6 +20,7 @@ pub mod error;
 pub mod forward;
 pub mod metrics;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod table;
 

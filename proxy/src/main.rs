@@ -3,16 +3,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
-use serin_proxy::admin::{self, Admin};
-use serin_proxy::forward::{ForwardOptions, Proxy};
-use serin_proxy::metrics::Telemetry;
-use serin_proxy::reload::{Applier, FileSource};
-use serin_proxy::server::Listeners;
+use serin_proxy::forward::ForwardOptions;
+use serin_proxy::runtime::{self, Options, StartError};
 
 /// Serin's L7 proxy: serves Gateway API routes (weighted splits, matches, header filters) from
 /// YAML files, reloads them on change, and exports Prometheus metrics.
@@ -74,50 +69,34 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let telemetry = Telemetry::new();
-    let options = ForwardOptions {
-        connect_timeout: args.connect_timeout,
-        default_timeout: (!args.default_request_timeout.is_zero())
-            .then_some(args.default_request_timeout),
-        ..ForwardOptions::default()
+    let options = Options {
+        config: args.config,
+        bind: args.bind,
+        admin: args.admin,
+        forward: ForwardOptions {
+            connect_timeout: args.connect_timeout,
+            default_timeout: (!args.default_request_timeout.is_zero())
+                .then_some(args.default_request_timeout),
+            ..ForwardOptions::default()
+        },
+        watch_interval: args.watch_interval,
+        drain_timeout: args.drain_timeout,
     };
-    let proxy = Arc::new(Proxy::new(telemetry, options));
-    let admin = Admin::new(proxy.clone());
-    let admin_listener = match tokio::net::TcpListener::bind(args.admin).await {
-        Ok(l) => l,
+    let running = match runtime::start(options).await {
+        Ok(r) => r,
+        Err(e @ StartError::Config(_)) => {
+            tracing::error!("configuration rejected: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
-            tracing::error!("admin listener {}: {e}", args.admin);
+            tracing::error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tokio::spawn(admin::serve(admin_listener, admin.clone()));
-
-    let mut applier = Applier {
-        proxy: proxy.clone(),
-        listeners: Listeners::new(args.bind, proxy.clone()),
-    };
-    let source = FileSource::new(args.config, args.watch_interval);
-    if let Err(e) = source.load(&mut applier) {
-        tracing::error!("configuration rejected: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    admin.ready.store(true, Ordering::Release);
-    tracing::info!(admin = %args.admin, "serin-proxy ready");
-
-    // The watcher owns the applier; hand the listeners back for the drain on shutdown.
-    let (applier_tx, applier_rx) = tokio::sync::oneshot::channel::<()>();
-    let watcher = tokio::spawn(async move {
-        source.watch(&mut applier, applier_rx).await;
-        applier
-    });
+    tracing::info!(admin = %running.admin_addr, "serin-proxy ready");
     shutdown_signal().await;
     tracing::info!("shutting down: draining connections");
-    admin.ready.store(false, Ordering::Release);
-    let _ = applier_tx.send(());
-    match watcher.await {
-        Ok(applier) => applier.listeners.drain(args.drain_timeout).await,
-        Err(e) => tracing::error!("configuration watcher failed: {e}"),
-    }
+    running.shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -189,7 +189,13 @@ pub fn compile(objects: &Objects, metrics: &Metrics) -> (RouteTable, Vec<Problem
     let mut routes: Vec<_> = objects.routes.iter().collect();
     routes.sort_by_cached_key(|r| {
         (
-            r.object.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            // Objects without a timestamp (files) sort after those with one, by name.
+            r.object
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .map_or((1, None), |t| (0, Some(t))),
             key_of(&r.object),
         )
     });
@@ -693,9 +699,13 @@ fn compile_rule(
         });
     }
     let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let split = Split::new(&weights);
     let compiled = Arc::new(Rule {
         route: route.clone(),
-        split: Split::new(&weights),
+        unbacked: split
+            .is_none()
+            .then(|| resolver.metrics.route_backend(route, "", Traffic::live)),
+        split,
         backends: backends.into_boxed_slice(),
         request_headers,
         response_headers,

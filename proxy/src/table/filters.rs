@@ -3,11 +3,15 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+type Pairs = Box<[(HeaderName, HeaderValue)]>;
+/// (field, message) of an invalid entry.
+type EntryError = (String, String);
+
 /// A compiled header modifier: `set` replaces, `add` appends, `remove` deletes.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderModifier {
-    set: Box<[(HeaderName, HeaderValue)]>,
-    add: Box<[(HeaderName, HeaderValue)]>,
+    set: Pairs,
+    add: Pairs,
     remove: Box<[HeaderName]>,
 }
 
@@ -18,11 +22,11 @@ impl HeaderModifier {
         set: impl IntoIterator<Item = (&'a str, &'a str)>,
         add: impl IntoIterator<Item = (&'a str, &'a str)>,
         remove: impl IntoIterator<Item = &'a str>,
-    ) -> Result<HeaderModifier, (String, String)> {
+    ) -> Result<HeaderModifier, EntryError> {
         fn pairs<'a>(
             list: &str,
             items: impl IntoIterator<Item = (&'a str, &'a str)>,
-        ) -> Result<Box<[(HeaderName, HeaderValue)]>, (String, String)> {
+        ) -> Result<Pairs, EntryError> {
             items
                 .into_iter()
                 .enumerate()

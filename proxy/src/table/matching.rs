@@ -211,7 +211,7 @@ mod tests {
             "/",
             &[("cookie", "a=b"), ("cookie", "canary=always")]
         )));
-        assert!(req.matches(&parts("GET", "/", &[("cookie", "a=b; canary=always; c=d")])));
+        assert!(req.matches(&parts("GET", "/", &[("cookie", "a=b;canary=always;c=d")])));
         assert!(!req.matches(&parts("GET", "/", &[("cookie", "canary=never")])));
     }
 }

@@ -66,6 +66,8 @@ pub struct Rule {
     pub route: Arc<str>,
     pub backends: Box<[RuleBackend]>,
     split: Option<Split>,
+    /// Where requests are counted when no backend has a positive weight (`backend=""`).
+    pub unbacked: Option<RouteBackendMetrics>,
     pub request_headers: HeaderModifier,
     pub response_headers: HeaderModifier,
     /// `timeouts.request`: from receiving the request to the end of the response.
