@@ -740,7 +740,21 @@ fn compile_match(
     field: &str,
 ) -> Result<(RequestMatch, Specificity), (String, String)> {
     let regex = |pattern: &str, at: String| {
-        anchored(pattern).map_err(|e| (at, format!("invalid regular expression {pattern:?}: {e}")))
+        anchored(pattern).map_err(|e| {
+            // The syntax error's last line says what is wrong; the lines above it repeat our
+            // anchored pattern with a caret, which would break the one-line log.
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned();
+            (
+                at,
+                format!("invalid regular expression {pattern:?}: {reason}"),
+            )
+        })
     };
     let (path, rank, len) = match &m.path {
         None => (PathMatch::prefix("/"), 1, 1),

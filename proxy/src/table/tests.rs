@@ -337,7 +337,7 @@ fn problems_name_object_and_field() {
                     "a",
                 )],
             ),
-            "HTTPRoute test/r: spec.rules[0].matches[0].path.value: invalid regular expression",
+            "HTTPRoute test/r: spec.rules[0].matches[0].path.value: invalid regular expression \"(unclosed\": unclosed group",
         ),
         (
             http_route(
@@ -388,6 +388,10 @@ fn problems_name_object_and_field() {
     ];
     for (yaml, want) in cases {
         let got = problems(&yaml);
+        assert!(
+            got.iter().all(|p| !p.contains('\n')),
+            "one line each: {got:?}"
+        );
         assert!(
             got.iter().any(|p| p.contains(want)),
             "want {want:?} in {got:#?}"
