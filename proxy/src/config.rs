@@ -51,6 +51,47 @@ pub struct BackendEndpoint {
     pub port: Option<u16>,
 }
 
+/// `serin.dev/v1alpha1` `SessionAffinity`: sticky buckets for the rule whose `ExtensionRef`
+/// filter names it (`{type: ExtensionRef, extensionRef: {group: serin.dev, kind:
+/// SessionAffinity, name: ...}}`). Exactly one of `cookie` and `header` must be set.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
+#[kube(
+    group = "serin.dev",
+    version = "v1alpha1",
+    kind = "SessionAffinity",
+    plural = "sessionaffinities",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinitySpec {
+    /// The bucket lives in a cookie the proxy sets on the first response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<AffinityCookie>,
+    /// The bucket is a hash of this request header (e.g. a user id); requests without the
+    /// header are split at random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<AffinityHeader>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityCookie {
+    pub name: String,
+    /// Cookie lifetime in seconds (default 86400, one day).
+    #[serde(default = "default_max_age")]
+    pub max_age: i64,
+}
+
+fn default_max_age() -> i64 {
+    86_400
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityHeader {
+    pub name: String,
+}
+
 /// Where an object came from, for error messages and status reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -117,6 +158,7 @@ pub struct Objects {
     pub gateways: Vec<Sourced<Gateway>>,
     pub routes: Vec<Sourced<HttpRoute>>,
     pub backends: Vec<Sourced<Backend>>,
+    pub affinities: Vec<Sourced<SessionAffinity>>,
     pub services: Vec<ServiceEndpoints>,
 }
 
@@ -200,6 +242,7 @@ pub fn parse_documents(
             Some(Parsed::Gateway(g)) => objects.gateways.push(*g),
             Some(Parsed::Route(r)) => objects.routes.push(*r),
             Some(Parsed::Backend(b)) => objects.backends.push(*b),
+            Some(Parsed::Affinity(a)) => objects.affinities.push(*a),
             None => skipped += 1,
         }
     }
@@ -210,6 +253,7 @@ enum Parsed {
     Gateway(Box<Sourced<Gateway>>),
     Route(Box<Sourced<HttpRoute>>),
     Backend(Box<Sourced<Backend>>),
+    Affinity(Box<Sourced<SessionAffinity>>),
 }
 
 fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, ConfigError> {
@@ -242,7 +286,7 @@ fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, Conf
     let object = format!("{kind} {namespace}/{name}");
     let known = matches!(
         (group, kind.as_str()),
-        (GATEWAY_GROUP, "Gateway" | "HTTPRoute") | (SERIN_GROUP, "Backend")
+        (GATEWAY_GROUP, "Gateway" | "HTTPRoute") | (SERIN_GROUP, "Backend" | "SessionAffinity")
     );
     if !known {
         tracing::debug!(%origin, %object, %api_version, "skipping an object of a kind the proxy does not serve");
@@ -259,7 +303,8 @@ fn parse_object(origin: Origin, mut value: Value) -> Result<Option<Parsed>, Conf
     let parsed = match kind.as_str() {
         "Gateway" => Parsed::Gateway(Box::new(typed(origin, object, value)?)),
         "HTTPRoute" => Parsed::Route(Box::new(typed(origin, object, value)?)),
-        _ => Parsed::Backend(Box::new(typed(origin, object, value)?)),
+        "Backend" => Parsed::Backend(Box::new(typed(origin, object, value)?)),
+        _ => Parsed::Affinity(Box::new(typed(origin, object, value)?)),
     };
     Ok(Some(parsed))
 }
@@ -312,6 +357,13 @@ fn check_duplicates(objects: &Objects) -> Result<(), ConfigError> {
             .routes
             .iter()
             .map(|r| (key_of(&r.object), &r.origin)),
+    )?;
+    check(
+        "SessionAffinity",
+        objects
+            .affinities
+            .iter()
+            .map(|a| (key_of(&a.object), &a.origin)),
     )?;
     check(
         "Backend",

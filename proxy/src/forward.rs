@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::metrics::Telemetry;
+use crate::mirror::{Mirror, MirrorOptions, RequestBody};
 use crate::table::{Decision, RouteTable};
 
 /// Settings of the forwarding path.
@@ -40,6 +41,7 @@ pub struct ForwardOptions {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per endpoint.
     pub pool_max_idle_per_host: usize,
+    pub mirror: MirrorOptions,
 }
 
 impl Default for ForwardOptions {
@@ -49,6 +51,7 @@ impl Default for ForwardOptions {
             default_timeout: Some(Duration::from_secs(60)),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            mirror: MirrorOptions::default(),
         }
     }
 }
@@ -56,7 +59,8 @@ impl Default for ForwardOptions {
 /// The proxy: the active table, the upstream client and the metrics.
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, RequestBody>,
+    mirror: Mirror,
     telemetry: Arc<Telemetry>,
     options: ForwardOptions,
 }
@@ -76,6 +80,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Proxy {
+    /// Builds the proxy with an empty table. Must be called inside a Tokio runtime (it starts
+    /// the mirror worker).
     pub fn new(telemetry: Arc<Telemetry>, options: ForwardOptions) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -89,6 +95,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
+            mirror: Mirror::start(&options.mirror, telemetry.metrics.clone()),
             client,
             telemetry,
             options,
@@ -201,6 +208,12 @@ impl Proxy {
         parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("uri"))?;
         parts.version = Version::HTTP_11;
 
+        let mut mirrors = decision.mirrors().peekable();
+        let body = if mirrors.peek().is_some() {
+            self.mirror.copy(mirrors, &parts, body)
+        } else {
+            RequestBody::Plain { body }
+        };
         let request = Request::from_parts(parts, body);
         let limit = rule.timeout.or(self.options.default_timeout);
         let deadline = limit.map(|l| start + l);
@@ -221,6 +234,11 @@ impl Proxy {
         })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(cookie) = decision.set_cookie()
+            && let Ok(value) = HeaderValue::try_from(cookie)
+        {
+            parts.headers.append(header::SET_COOKIE, value);
+        }
         rule.response_headers.apply(&mut parts.headers);
         backend.response_headers.apply(&mut parts.headers);
         // Only a rule's own timeout bounds the whole response; the default bounds the headers.

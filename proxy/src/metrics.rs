@@ -61,6 +61,25 @@ pub struct ListenerLabels {
     pub port: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorDropLabels {
+    pub reason: MirrorDrop,
+}
+
+/// Why a mirror copy was not sent.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum MirrorDrop {
+    /// The mirror queue was full (the mirror is slow or down).
+    queue_full,
+    /// The request body is larger than the mirror body limit.
+    body_too_large,
+    /// The live request body did not complete (client gone, early response, error).
+    body_incomplete,
+    /// The mirror backend has no endpoints.
+    no_endpoints,
+}
+
 type HistogramFactory = fn() -> Histogram;
 
 /// Every metric the proxy exports.
@@ -72,6 +91,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     open_connections: Family<ListenerLabels, Gauge>,
     unrouted: Counter,
+    mirror_dropped: Family<MirrorDropLabels, Counter>,
 }
 
 /// Request-duration buckets: ten per decade from 1 ms to 10 s, fine enough for a p99 estimate
@@ -89,6 +109,7 @@ impl Metrics {
             reloads: Family::default(),
             open_connections: Family::default(),
             unrouted: Counter::default(),
+            mirror_dropped: Family::default(),
         };
         registry.register(
             "serin_http_requests",
@@ -120,6 +141,11 @@ impl Metrics {
             "serin_http_unrouted_requests",
             "Requests that matched no route (answered 404)",
             metrics.unrouted.clone(),
+        );
+        registry.register(
+            "serin_mirror_dropped",
+            "Mirror copies not sent, by reason",
+            metrics.mirror_dropped.clone(),
         );
         metrics
     }
@@ -161,6 +187,12 @@ impl Metrics {
 
     pub fn unrouted(&self) {
         self.unrouted.inc();
+    }
+
+    pub fn mirror_dropped(&self, reason: MirrorDrop) {
+        self.mirror_dropped
+            .get_or_create(&MirrorDropLabels { reason })
+            .inc();
     }
 }
 

@@ -23,87 +23,26 @@ use std::time::Duration;
 
 use gateway_api::experimental::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom};
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefsFiltersType, HttpRouteRulesFiltersType,
-    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use http::uri::Authority;
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method};
 
-use super::filters::HeaderModifier;
+use super::affinity::{BucketSource, Sticky};
+use super::filters::{Filter, HeaderModifier, MirrorSpec, backend_filter, rule_filter};
 use super::matching::{HeaderMatch, PathMatch, QueryMatch, RequestMatch, ValueMatch, anchored};
 use super::split::Split;
 use super::{
-    BackendSummary, BackendTarget, Entry, PortRoutes, RouteTable, Rule, RuleBackend, RuleSummary,
+    BackendSummary, BackendTarget, Entry, MirrorPolicy, PortRoutes, RouteTable, Rule, RuleBackend,
+    RuleSummary,
 };
 use crate::config::{
-    Backend, BackendEndpoint, GATEWAY_GROUP, ObjectKey, Objects, Origin, SERIN_GROUP, key_of,
+    Backend, BackendEndpoint, GATEWAY_GROUP, ObjectKey, Objects, Origin, SERIN_GROUP,
+    SessionAffinity, key_of,
 };
 use crate::error::ConfigError;
 use crate::metrics::{Metrics, Traffic};
-
-/// Applies one filter of a rule or a backendRef to the header modifiers it may carry; the two
-/// places have distinct generated types with the same shape.
-macro_rules! header_filters {
-    ($f:expr, $types:ident, $at:expr, $request:ident, $response:ident) => {{
-        let f = $f;
-        let at = &$at;
-        match f.r#type {
-            $types::RequestHeaderModifier => {
-                let m = f.request_header_modifier.as_ref().ok_or_else(|| {
-                    (
-                        format!("{at}.requestHeaderModifier"),
-                        "is required for this filter type".to_owned(),
-                    )
-                })?;
-                let compiled = HeaderModifier::compile(
-                    m.set
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.add
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.remove.iter().flatten().map(String::as_str),
-                )
-                .map_err(|(field, message)| {
-                    (format!("{at}.requestHeaderModifier.{field}"), message)
-                })?;
-                $request = $request.then(&compiled);
-            }
-            $types::ResponseHeaderModifier => {
-                let m = f.response_header_modifier.as_ref().ok_or_else(|| {
-                    (
-                        format!("{at}.responseHeaderModifier"),
-                        "is required for this filter type".to_owned(),
-                    )
-                })?;
-                let compiled = HeaderModifier::compile(
-                    m.set
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.add
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.remove.iter().flatten().map(String::as_str),
-                )
-                .map_err(|(field, message)| {
-                    (format!("{at}.responseHeaderModifier.{field}"), message)
-                })?;
-                $response = $response.then(&compiled);
-            }
-            ref other => {
-                return Err((
-                    format!("{at}.type"),
-                    format!("filter type {other:?} is not supported"),
-                ));
-            }
-        }
-    }};
-}
 
 /// Largest `backendRefs[].weight` the Gateway API allows.
 pub const MAX_WEIGHT: i32 = 1_000_000;
@@ -176,6 +115,11 @@ pub fn compile(objects: &Objects, metrics: &Metrics) -> (RouteTable, Vec<Problem
     let listeners = collect_listeners(objects, &mut problems);
     let mut resolver = Resolver {
         backends,
+        affinities: objects
+            .affinities
+            .iter()
+            .map(|a| (key_of(&a.object), &a.object))
+            .collect(),
         services: objects
             .services
             .iter()
@@ -229,10 +173,12 @@ pub fn compile(objects: &Objects, metrics: &Metrics) -> (RouteTable, Vec<Problem
             match compile_rule(
                 rule,
                 &field,
-                &name,
-                &key.namespace,
-                &mut resolver,
-                &mut report,
+                &mut RuleContext {
+                    route: &name,
+                    namespace: &key.namespace,
+                    resolver: &mut resolver,
+                    report: &mut report,
+                },
             ) {
                 Ok(c) => compiled.push(c),
                 Err((field, message)) => {
@@ -601,28 +547,202 @@ fn intersect(listener: Option<&HostKey>, route: &[HostKey]) -> Vec<HostKey> {
 
 type CompiledRule = (Arc<Rule>, Vec<(RequestMatch, Specificity)>);
 
+/// The filters of one rule or backendRef, applied.
+#[derive(Default)]
+struct Filters {
+    request: HeaderModifier,
+    response: HeaderModifier,
+    mirrors: Vec<Arc<MirrorPolicy>>,
+    affinity: Option<BucketSource>,
+}
+
+impl Filters {
+    fn compile<'a>(
+        filters: impl Iterator<Item = Result<Filter<'a>, (String, String)>>,
+        at: &str,
+        ctx: &mut RuleContext<'_, '_>,
+        allow_extension: bool,
+    ) -> Result<Filters, (String, String)> {
+        let mut out = Filters::default();
+        for (i, f) in filters.enumerate() {
+            let at = format!("{at}.filters[{i}]");
+            match f? {
+                Filter::RequestHeaders(m) => out.request = out.request.then(&m),
+                Filter::ResponseHeaders(m) => out.response = out.response.then(&m),
+                Filter::Mirror(m) => {
+                    if let Some(policy) = ctx.mirror(&m, &at)? {
+                        out.mirrors.push(Arc::new(policy));
+                    }
+                }
+                Filter::Extension { group, kind, name } if allow_extension => {
+                    out.affinity = Some(ctx.affinity(group, kind, name, &at)?);
+                }
+                Filter::Extension { .. } => {
+                    return Err((
+                        format!("{at}.type"),
+                        "ExtensionRef is only supported on rules".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What compiling a rule needs from its surroundings.
+struct RuleContext<'r, 'a> {
+    route: &'r Arc<str>,
+    namespace: &'r str,
+    resolver: &'r mut Resolver<'a>,
+    report: &'r mut dyn FnMut(String, String, Reason),
+}
+
+impl RuleContext<'_, '_> {
+    /// A mirror policy; `None` (reported) when its backend cannot be resolved.
+    fn mirror(
+        &mut self,
+        m: &MirrorSpec<'_>,
+        at: &str,
+    ) -> Result<Option<MirrorPolicy>, (String, String)> {
+        let (numerator, denominator) = match (m.percent, m.fraction) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    format!("{at}.requestMirror"),
+                    "set percent or fraction, not both".to_owned(),
+                ));
+            }
+            (Some(p), None) => (p, 100),
+            (None, Some((n, d))) => (n, d.unwrap_or(100)),
+            (None, None) => (100, 100),
+        };
+        if denominator < 1 || numerator < 0 || numerator > denominator {
+            return Err((
+                format!("{at}.requestMirror"),
+                format!(
+                    "the mirrored share must be between 0 and 100%, got {numerator}/{denominator}"
+                ),
+            ));
+        }
+        let port = match m.port.map(u16::try_from) {
+            None => None,
+            Some(Ok(p)) if p > 0 => Some(p),
+            Some(_) => {
+                return Err((
+                    format!("{at}.requestMirror.backendRef.port"),
+                    "must be 1-65535".to_owned(),
+                ));
+            }
+        };
+        let reference = BackendRef {
+            group: m.group,
+            kind: m.kind,
+            key: ObjectKey::new(m.namespace.unwrap_or(self.namespace), m.name),
+            port,
+        };
+        let target = match self.resolver.resolve(&reference, self.namespace) {
+            Ok(t) => t,
+            Err((sub, message, reason)) => {
+                (self.report)(
+                    format!("{at}.requestMirror.backendRef{sub}"),
+                    message,
+                    reason,
+                );
+                return Ok(None);
+            }
+        };
+        let host = (reference.kind == "Service")
+            .then(|| {
+                let host = format!(
+                    "{}.{}.svc.cluster.local",
+                    reference.key.name, reference.key.namespace
+                );
+                let host = match port {
+                    Some(p) if p != 80 => format!("{host}:{p}"),
+                    _ => host,
+                };
+                HeaderValue::try_from(host).ok()
+            })
+            .flatten();
+        Ok(Some(MirrorPolicy {
+            metrics: self
+                .resolver
+                .metrics
+                .route_backend(self.route, &target.name, Traffic::mirror),
+            target,
+            host,
+            numerator: numerator as u32,
+            denominator: denominator as u32,
+        }))
+    }
+
+    fn affinity(
+        &mut self,
+        group: &str,
+        kind: &str,
+        name: &str,
+        at: &str,
+    ) -> Result<BucketSource, (String, String)> {
+        if group != SERIN_GROUP || kind != "SessionAffinity" {
+            return Err((
+                format!("{at}.extensionRef"),
+                format!(
+                    "{group}/{kind} is not a supported extension (use serin.dev/SessionAffinity)"
+                ),
+            ));
+        }
+        let key = ObjectKey::new(self.namespace, name);
+        let spec = &self
+            .resolver
+            .affinities
+            .get(&key)
+            .ok_or_else(|| {
+                (
+                    format!("{at}.extensionRef.name"),
+                    format!("SessionAffinity {key} not found"),
+                )
+            })?
+            .spec;
+        match (&spec.cookie, &spec.header) {
+            (Some(c), None) => Ok(BucketSource::Cookie {
+                name: c.name.as_str().into(),
+                max_age_seconds: c.max_age,
+            }),
+            (None, Some(h)) => HeaderName::from_bytes(h.name.as_bytes())
+                .map(|name| BucketSource::Header { name })
+                .map_err(|_| {
+                    (
+                        format!("{at}.extensionRef.name"),
+                        format!(
+                            "SessionAffinity {key} has an invalid header name {:?}",
+                            h.name
+                        ),
+                    )
+                }),
+            _ => Err((
+                format!("{at}.extensionRef.name"),
+                format!("SessionAffinity {key} must set exactly one of cookie and header"),
+            )),
+        }
+    }
+}
+
 /// Compiles one rule. A fatal error (the route cannot be served) is returned as (field, message);
-/// unresolved backend references are reported through `report` and kept in the split.
+/// unresolved backend references are reported through `ctx.report` and kept in the split.
 fn compile_rule(
     rule: &HttpRouteRules,
     field: &str,
-    route: &Arc<str>,
-    namespace: &str,
-    resolver: &mut Resolver<'_>,
-    report: &mut impl FnMut(String, String, Reason),
+    ctx: &mut RuleContext<'_, '_>,
 ) -> Result<CompiledRule, (String, String)> {
-    let mut request_headers = HeaderModifier::default();
-    let mut response_headers = HeaderModifier::default();
-    for (i, f) in rule.filters.iter().flatten().enumerate() {
-        let at = format!("{field}.filters[{i}]");
-        header_filters!(
-            f,
-            HttpRouteRulesFiltersType,
-            at,
-            request_headers,
-            response_headers
-        );
-    }
+    let filters = Filters::compile(
+        rule.filters
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, f)| rule_filter(f, &format!("{field}.filters[{i}]"))),
+        field,
+        ctx,
+        true,
+    )?;
     let timeout = rule
         .timeouts
         .as_ref()
@@ -656,18 +776,16 @@ fn compile_rule(
                 format!("must be between 0 and {MAX_WEIGHT}, got {weight}"),
             ));
         }
-        let mut request = HeaderModifier::default();
-        let mut response = HeaderModifier::default();
-        for (j, f) in b.filters.iter().flatten().enumerate() {
-            let at = format!("{at}.filters[{j}]");
-            header_filters!(
-                f,
-                HttpRouteRulesBackendRefsFiltersType,
-                at,
-                request,
-                response
-            );
-        }
+        let own = Filters::compile(
+            b.filters
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(j, f)| backend_filter(f, &format!("{at}.filters[{j}]"))),
+            &at,
+            ctx,
+            false,
+        )?;
         let port = match b.port {
             None => None,
             Some(p) => match u16::try_from(p) {
@@ -678,37 +796,51 @@ fn compile_rule(
         let reference = BackendRef {
             group: b.group.as_deref().unwrap_or(""),
             kind: b.kind.as_deref().unwrap_or("Service"),
-            key: ObjectKey::new(b.namespace.as_deref().unwrap_or(namespace), b.name.as_str()),
+            key: ObjectKey::new(
+                b.namespace.as_deref().unwrap_or(ctx.namespace),
+                b.name.as_str(),
+            ),
             port,
         };
-        let target = match resolver.resolve(&reference, namespace) {
+        let target = match ctx.resolver.resolve(&reference, ctx.namespace) {
             Ok(t) => Some(t),
             Err((sub, message, reason)) => {
-                report(format!("{at}{sub}"), message, reason);
+                (ctx.report)(format!("{at}{sub}"), message, reason);
                 None
             }
         };
         let name: Arc<str> = reference.key.to_string().into();
         backends.push(RuleBackend {
-            metrics: resolver.metrics.route_backend(route, &name, Traffic::live),
+            metrics: ctx
+                .resolver
+                .metrics
+                .route_backend(ctx.route, &name, Traffic::live),
             target,
             name,
             weight: weight as u32,
-            request_headers: request,
-            response_headers: response,
+            request_headers: own.request,
+            response_headers: own.response,
+            mirrors: own.mirrors.into_boxed_slice(),
         });
     }
     let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
     let split = Split::new(&weights);
+    let affinity = filters
+        .affinity
+        .and_then(|source| Sticky::new(source, &weights));
     let compiled = Arc::new(Rule {
-        route: route.clone(),
-        unbacked: split
-            .is_none()
-            .then(|| resolver.metrics.route_backend(route, "", Traffic::live)),
+        route: ctx.route.clone(),
+        unbacked: split.is_none().then(|| {
+            ctx.resolver
+                .metrics
+                .route_backend(ctx.route, "", Traffic::live)
+        }),
         split,
+        affinity,
         backends: backends.into_boxed_slice(),
-        request_headers,
-        response_headers,
+        request_headers: filters.request,
+        response_headers: filters.response,
+        mirrors: filters.mirrors.into_boxed_slice(),
         timeout,
     });
 
@@ -879,6 +1011,7 @@ struct BackendRef<'a> {
 /// Resolves backend references to shared targets (one round-robin cursor per target).
 struct Resolver<'a> {
     backends: HashMap<ObjectKey, &'a Backend>,
+    affinities: HashMap<ObjectKey, &'a SessionAffinity>,
     services: HashMap<(ObjectKey, u16), &'a Vec<BackendEndpoint>>,
     targets: HashMap<(bool, ObjectKey, Option<u16>), Arc<BackendTarget>>,
     metrics: &'a Metrics,

@@ -1,7 +1,141 @@
-//! Header modifier filters (`RequestHeaderModifier`, `ResponseHeaderModifier`), compiled to
-//! ready header names and values.
+//! Route filters: header modifiers compiled to ready header names and values, and the
+//! normalisation of a rule's or a backendRef's filter list (two generated types of one shape)
+//! into one [`Filter`] enum.
 
+use gateway_api::experimental::httproutes::{
+    HttpRouteRulesBackendRefsFilters, HttpRouteRulesBackendRefsFiltersType, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersType,
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// One filter, whatever list it came from.
+#[derive(Debug)]
+pub enum Filter<'a> {
+    RequestHeaders(HeaderModifier),
+    ResponseHeaders(HeaderModifier),
+    Mirror(MirrorSpec<'a>),
+    Extension {
+        group: &'a str,
+        kind: &'a str,
+        name: &'a str,
+    },
+}
+
+/// A `RequestMirror` filter as written.
+#[derive(Debug)]
+pub struct MirrorSpec<'a> {
+    pub group: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+    pub percent: Option<i32>,
+    /// (numerator, denominator)
+    pub fraction: Option<(i32, Option<i32>)>,
+}
+
+/// (field, message) of an invalid filter.
+pub type FilterError = (String, String);
+
+macro_rules! normalize {
+    ($name:ident, $filter:ty, $types:ident) => {
+        /// Normalises one filter; `at` is its field path, e.g. `spec.rules[0].filters[1]`.
+        pub fn $name<'a>(f: &'a $filter, at: &str) -> Result<Filter<'a>, FilterError> {
+            let required = |field: &str| {
+                (
+                    format!("{at}.{field}"),
+                    "is required for this filter type".to_owned(),
+                )
+            };
+            match f.r#type {
+                $types::RequestHeaderModifier => {
+                    let m = f
+                        .request_header_modifier
+                        .as_ref()
+                        .ok_or_else(|| required("requestHeaderModifier"))?;
+                    HeaderModifier::compile(
+                        m.set
+                            .iter()
+                            .flatten()
+                            .map(|h| (h.name.as_str(), h.value.as_str())),
+                        m.add
+                            .iter()
+                            .flatten()
+                            .map(|h| (h.name.as_str(), h.value.as_str())),
+                        m.remove.iter().flatten().map(String::as_str),
+                    )
+                    .map(Filter::RequestHeaders)
+                    .map_err(|(field, message)| {
+                        (format!("{at}.requestHeaderModifier.{field}"), message)
+                    })
+                }
+                $types::ResponseHeaderModifier => {
+                    let m = f
+                        .response_header_modifier
+                        .as_ref()
+                        .ok_or_else(|| required("responseHeaderModifier"))?;
+                    HeaderModifier::compile(
+                        m.set
+                            .iter()
+                            .flatten()
+                            .map(|h| (h.name.as_str(), h.value.as_str())),
+                        m.add
+                            .iter()
+                            .flatten()
+                            .map(|h| (h.name.as_str(), h.value.as_str())),
+                        m.remove.iter().flatten().map(String::as_str),
+                    )
+                    .map(Filter::ResponseHeaders)
+                    .map_err(|(field, message)| {
+                        (format!("{at}.responseHeaderModifier.{field}"), message)
+                    })
+                }
+                $types::RequestMirror => {
+                    let m = f
+                        .request_mirror
+                        .as_ref()
+                        .ok_or_else(|| required("requestMirror"))?;
+                    let b = &m.backend_ref;
+                    Ok(Filter::Mirror(MirrorSpec {
+                        group: b.group.as_deref().unwrap_or(""),
+                        kind: b.kind.as_deref().unwrap_or("Service"),
+                        name: &b.name,
+                        namespace: b.namespace.as_deref(),
+                        port: b.port,
+                        percent: m.percent,
+                        fraction: m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
+                    }))
+                }
+                $types::ExtensionRef => {
+                    let e = f
+                        .extension_ref
+                        .as_ref()
+                        .ok_or_else(|| required("extensionRef"))?;
+                    Ok(Filter::Extension {
+                        group: &e.group,
+                        kind: &e.kind,
+                        name: &e.name,
+                    })
+                }
+                ref other => Err((
+                    format!("{at}.type"),
+                    format!("filter type {other:?} is not supported"),
+                )),
+            }
+        }
+    };
+}
+
+normalize!(
+    rule_filter,
+    HttpRouteRulesFilters,
+    HttpRouteRulesFiltersType
+);
+normalize!(
+    backend_filter,
+    HttpRouteRulesBackendRefsFilters,
+    HttpRouteRulesBackendRefsFiltersType
+);
 
 type Pairs = Box<[(HeaderName, HeaderValue)]>;
 /// (field, message) of an invalid entry.

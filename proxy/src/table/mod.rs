@@ -12,6 +12,7 @@
 //!      ──> rule ──> weighted pick ──> backend
 //! ```
 
+pub mod affinity;
 mod compile;
 pub mod filters;
 pub mod matching;
@@ -27,6 +28,7 @@ use http::uri::Authority;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
+use self::affinity::{Bucket, Sticky};
 pub use self::compile::{MAX_WEIGHT, Problem, Reason, compile};
 use self::filters::HeaderModifier;
 use self::matching::RequestMatch;
@@ -66,6 +68,10 @@ pub struct Rule {
     pub route: Arc<str>,
     pub backends: Box<[RuleBackend]>,
     split: Option<Split>,
+    /// Sticky buckets replace the random draw when set.
+    pub affinity: Option<Sticky>,
+    /// `RequestMirror` filters of the rule.
+    pub mirrors: Box<[Arc<MirrorPolicy>]>,
     /// Where requests are counted when no backend has a positive weight (`backend=""`).
     pub unbacked: Option<RouteBackendMetrics>,
     pub request_headers: HeaderModifier,
@@ -84,7 +90,31 @@ pub struct RuleBackend {
     pub weight: u32,
     pub request_headers: HeaderModifier,
     pub response_headers: HeaderModifier,
+    /// `RequestMirror` filters of this backendRef: applied only when it is picked.
+    pub mirrors: Box<[Arc<MirrorPolicy>]>,
     pub metrics: RouteBackendMetrics,
+}
+
+/// A compiled `RequestMirror` filter.
+#[derive(Debug)]
+pub struct MirrorPolicy {
+    pub target: Arc<BackendTarget>,
+    /// `Host` of mirrored requests: the Service's cluster name; `None` means the endpoint address.
+    pub host: Option<http::HeaderValue>,
+    /// Share of matching requests mirrored: numerator / denominator.
+    pub numerator: u32,
+    pub denominator: u32,
+    /// Handles with `traffic="mirror"`.
+    pub metrics: RouteBackendMetrics,
+}
+
+impl MirrorPolicy {
+    /// Whether a request with this mirror sample is mirrored.
+    #[inline]
+    pub fn selected(&self, sample: u64) -> bool {
+        self.numerator == self.denominator
+            || (sample % u64::from(self.denominator)) < u64::from(self.numerator)
+    }
 }
 
 /// A backend's endpoints, balanced round robin.
@@ -126,11 +156,34 @@ pub struct Decision<'t> {
     pub rule: &'t Arc<Rule>,
     /// Index into `rule.backends`; `None` when no backend has a positive weight.
     pub backend: Option<usize>,
+    /// The client's sticky bucket, when the rule has affinity.
+    pub bucket: Option<Bucket>,
+    /// Decides which mirrors get a copy (independent of the backend pick).
+    mirror_sample: u64,
 }
 
-impl Decision<'_> {
-    pub fn backend(&self) -> Option<&RuleBackend> {
+impl<'t> Decision<'t> {
+    pub fn backend(&self) -> Option<&'t RuleBackend> {
         self.backend.map(|i| &self.rule.backends[i])
+    }
+
+    /// The mirrors this request is copied to: the rule's, then the picked backendRef's.
+    pub fn mirrors(&self) -> impl Iterator<Item = &'t Arc<MirrorPolicy>> + use<'t> {
+        let sample = self.mirror_sample;
+        let own: &'t [Arc<MirrorPolicy>] = self.backend().map_or(&[], |b| &b.mirrors);
+        self.rule
+            .mirrors
+            .iter()
+            .chain(own)
+            .filter(move |m| m.selected(sample))
+    }
+
+    /// The `Set-Cookie` value handing a new client its bucket, if one must be sent.
+    pub fn set_cookie(&self) -> Option<String> {
+        match (&self.rule.affinity, self.bucket) {
+            (Some(sticky), Some(b)) if b.assign => sticky.set_cookie(b.value),
+            _ => None,
+        }
     }
 }
 
@@ -183,9 +236,19 @@ impl RouteTable {
             .find(|e| e.matcher.matches(parts))
             .ok_or(ProxyError::NoRoute)?;
         let rule = &entry.rule;
+        let (backend, bucket) = match (&rule.affinity, &rule.split) {
+            (Some(sticky), _) => {
+                let bucket = sticky.bucket(parts, sample);
+                (Some(sticky.pick(bucket.value)), Some(bucket))
+            }
+            (None, Some(split)) => (Some(split.pick(sample)), None),
+            (None, None) => (None, None),
+        };
         Ok(Decision {
             rule,
-            backend: rule.split.as_ref().map(|s| s.pick(sample)),
+            backend,
+            bucket,
+            mirror_sample: mix(sample),
         })
     }
 }
@@ -213,6 +276,14 @@ impl PortRoutes {
         }
         &self.any
     }
+}
+
+/// A second, independent-looking number from the sample (splitmix64's finaliser), so that the
+/// mirror choice is not correlated with the backend pick.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The request's host without port or trailing dot: from the URI (HTTP/2, absolute form) or

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
     pub hits: Arc<AtomicU64>,
+    /// Every request seen: (host header, body length).
+    pub seen: Arc<Mutex<Vec<(String, usize)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,15 +46,17 @@ impl TestBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
-        let (n, h) = (name.to_owned(), hits.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (n, h, s) = (name.to_owned(), hits.clone(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (n, h) = (n.clone(), h.clone());
+                let (n, h, s) = (n.clone(), h.clone(), s.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(n.clone(), h.clone(), req));
+                    let service =
+                        service_fn(move |req| handle(n.clone(), h.clone(), s.clone(), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -63,6 +67,7 @@ impl TestBackend {
             addr,
             name: name.to_owned(),
             hits,
+            seen,
             task,
         }
     }
@@ -79,9 +84,9 @@ impl TestBackend {
 async fn handle(
     name: String,
     hits: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<(String, usize)>>>,
     req: Request<Incoming>,
 ) -> Result<Response<TestBody>, Infallible> {
-    hits.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     let headers: BTreeMap<String, String> = req
         .headers()
@@ -94,6 +99,10 @@ async fn handle(
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
+    seen.lock()
+        .unwrap()
+        .push((headers.get("host").cloned().unwrap_or_default(), body_len));
+    hits.fetch_add(1, Ordering::Relaxed);
     let mut status = StatusCode::OK;
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
@@ -137,6 +146,19 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// A server that accepts connections and never answers: a hung backend.
+pub async fn hanging_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (port, task)
+}
+
 /// A port that was free a moment ago (Gateway listeners need a fixed port number).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -170,6 +192,15 @@ pub struct Harness {
 impl Harness {
     /// Writes `files` (name, YAML) into a fresh directory and starts a proxy on it.
     pub async fn start(port: u16, files: &[(&str, String)]) -> Harness {
+        Harness::start_with(port, files, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with options adjusted by `tune`.
+    pub async fn start_with(
+        port: u16,
+        files: &[(&str, String)],
+        tune: impl FnOnce(&mut Options),
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -178,6 +209,7 @@ impl Harness {
         options.watch_interval = Duration::from_millis(100);
         options.forward.connect_timeout = Duration::from_millis(500);
         options.drain_timeout = Duration::from_secs(5);
+        tune(&mut options);
         let proxy = runtime::start(options).await.unwrap();
         Harness {
             dir,
