@@ -1,0 +1,98 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+use crate::validation::ValidationErrors;
+
+/// Everything that can go wrong in the controller crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A duration is not valid Go duration syntax, or is negative or out of range.
+    #[error("invalid duration {input:?}: {reason}")]
+    InvalidDuration {
+        /// The text as written.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A percentage cannot be used as a traffic weight.
+    #[error("invalid weight {value}: {reason}")]
+    InvalidWeight {
+        /// The number as written.
+        value: f64,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A timestamp is not RFC 3339.
+    #[error("invalid timestamp {input:?}: {reason}")]
+    InvalidTimestamp {
+        /// The text as written.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A manifest document is not valid YAML.
+    #[error("document {document}: {source}")]
+    Yaml {
+        /// 1-based index of the document in its file.
+        document: usize,
+        /// The YAML error, with line and column.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+
+    /// A document is valid YAML but does not match the resource's schema.
+    #[error("{path}: {message}")]
+    Schema {
+        /// Field path, e.g. `spec.analysis.interval`.
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
+
+    /// A resource parsed but breaks semantic rules.
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A resource could not be serialised.
+    #[error("cannot serialise {what}: {source}")]
+    Serialize {
+        /// What was being serialised.
+        what: String,
+        /// The serialiser's error.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, stable label for metrics and logs (`invalid_spec`, `io`, ...).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidDuration { .. } => "invalid_duration",
+            Error::InvalidWeight { .. } => "invalid_weight",
+            Error::InvalidTimestamp { .. } => "invalid_timestamp",
+            Error::Yaml { .. } => "yaml",
+            Error::Schema { .. } => "schema",
+            Error::Invalid(_) => "invalid_spec",
+            Error::Io { .. } => "io",
+            Error::Serialize { .. } => "serialize",
+        }
+    }
+}
