@@ -24,6 +24,7 @@ pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod event;
+pub mod httproute;
 pub mod manifest;
 pub mod route;
 pub mod stage;
