@@ -67,6 +67,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Standalone mode cannot proceed (missing target Backend, unreadable routing directory,
+    /// unwritable file); the message names the object or file.
+    #[error("{0}")]
+    Standalone(String),
+
     /// A resource could not be serialised.
     #[error("cannot serialise {what}: {source}")]
     Serialize {
@@ -75,6 +80,60 @@ pub enum Error {
         /// The serialiser's error.
         #[source]
         source: serde_yaml_ng::Error,
+    },
+
+    /// An address or URL cannot be used for an outbound HTTP request.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The address or URL as given.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// An outbound HTTP request failed before a complete response arrived (connection
+    /// refused, reset, malformed response, ...).
+    #[error("request to {url} failed")]
+    Request {
+        /// The URL requested.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// An outbound HTTP request got no complete response within its timeout.
+    #[error("request to {url} timed out after {timeout:?}")]
+    Timeout {
+        /// The URL requested.
+        url: String,
+        /// The time allowed.
+        timeout: std::time::Duration,
+    },
+
+    /// A response's body is larger than the client accepts.
+    #[error("response from {url} is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The URL requested.
+        url: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A response arrived but cannot be understood.
+    #[error("unexpected response from {url}: {reason}")]
+    BadResponse {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A metric query template cannot be rendered.
+    #[error("cannot render query: {reason}")]
+    Template {
+        /// What is wrong, e.g. the unknown variable.
+        reason: String,
     },
 }
 
@@ -93,6 +152,13 @@ impl Error {
             Error::Invalid(_) => "invalid_spec",
             Error::Io { .. } => "io",
             Error::Serialize { .. } => "serialize",
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::Request { .. } => "request",
+            Error::Timeout { .. } => "timeout",
+            Error::ResponseTooLarge { .. } => "response_too_large",
+            Error::BadResponse { .. } => "bad_response",
+            Error::Template { .. } => "template",
+            Error::Standalone(_) => "standalone",
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod httproute;
 pub mod manifest;
 pub mod route;
 pub mod stage;
+pub mod standalone;
 pub mod status;
 pub mod template;
 pub mod timestamp;

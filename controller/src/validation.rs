@@ -286,9 +286,21 @@ pub fn validate(spec: &CanarySpec) -> Result<Settings, ValidationErrors> {
                     target_kind = kind.to_owned();
                 }
                 Some(kind @ ("Deployment" | "DaemonSet")) => target_kind = kind.to_owned(),
+                // Standalone mode: a serin.dev Backend of static addresses stands for the target.
+                Some("Backend") => {
+                    target_kind = "Backend".to_owned();
+                    if target_ref.api_version.as_deref() != Some("serin.dev/v1alpha1") {
+                        errors.push(
+                            "spec.targetRef.apiVersion",
+                            "must be serin.dev/v1alpha1 for a Backend target",
+                        );
+                    }
+                }
                 Some(kind) => errors.push(
                     "spec.targetRef.kind",
-                    format!("unsupported kind {kind:?} (expected Deployment or DaemonSet)"),
+                    format!(
+                        "unsupported kind {kind:?} (expected Deployment or DaemonSet, or Backend in standalone mode)"
+                    ),
                 ),
             }
             if knative && target_ref.api_version.as_deref() != Some("serving.knative.dev/v1") {

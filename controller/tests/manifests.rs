@@ -420,7 +420,7 @@ fn each_rule_reports_its_field_path() {
             "targetRef of an unsupported kind",
             BASE.replace("kind: Deployment", "kind: StatefulSet") + "    stepWeight: 10\n",
             &[
-                "spec.targetRef.kind: unsupported kind \"StatefulSet\" (expected Deployment or DaemonSet)",
+                "spec.targetRef.kind: unsupported kind \"StatefulSet\" (expected Deployment or DaemonSet, or Backend in standalone mode)",
             ],
         ),
         (

@@ -1,0 +1,428 @@
+//! Standalone mode: the rollout engine without Kubernetes, driving a routing directory that a
+//! separately running `serin-proxy --config DIR` watches.
+//!
+//! The target is a `serin.dev/v1alpha1` `Backend` the operator maintains (say `podinfo`: the
+//! addresses of the version to release). The engine manages, in the same directory, what the
+//! Kubernetes controller manages in a cluster:
+//!
+//! | Kubernetes                         | standalone                                         |
+//! | ---------------------------------- | -------------------------------------------------- |
+//! | Deployment `podinfo` (the canary)  | Backend `podinfo` (operator-owned)                 |
+//! | Deployment `podinfo-primary`       | Backend `podinfo-primary`: bootstrap and promotion copy `podinfo`'s endpoints into it |
+//! | Service `podinfo-canary`           | Backend `podinfo-canary`: `podinfo`'s endpoints while analysing, none when scaled to zero |
+//! | HTTPRoute `podinfo`                | `podinfo-route.yaml`, rewritten at every traffic change |
+//! | pod template hash                  | hash of `podinfo`'s spec: changing its endpoints starts a release |
+//! | replicas available                 | endpoints accepting TCP connections                |
+//! | `Canary.status`                    | a JSON file in the state directory                 |
+//!
+//! So a release is: point `podinfo` at the new version's addresses. The engine analyses it,
+//! shifts traffic step by step, and on success promotes by copying those addresses into
+//! `podinfo-primary` and routing all traffic there (or rolls back to the untouched primary).
+//! Every file is written atomically (write to a hidden temporary, then rename), so the proxy
+//! never reads half a file. The status is written after each step, so the engine can be stopped
+//! at any moment and resumes where it was.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gateway_api::experimental::httproutes::HttpRouteParentRefs;
+use kube::api::ObjectMeta;
+use serin_proxy::config::{Backend, BackendEndpoint, BackendSpec, ObjectKey, load_path};
+
+use crate::analysis::{MetricProvider, MetricQuery};
+use crate::canary::Canary;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::httproute::{BackendTarget, RouteTarget, render};
+use crate::stage::{Action, HookResult, Need, Observations, Plan, Readiness, Revision, step};
+use crate::status::CanaryStatus;
+use crate::template::MetricTemplateSpec;
+use crate::timestamp::Timestamp;
+use crate::validation::{MetricKind, Settings, validate};
+use crate::webhook::{WebhookClient, WebhookPayload};
+
+/// The rollout engine for one Canary in standalone mode.
+pub struct Engine {
+    canary: Canary,
+    settings: Settings,
+    routes: PathBuf,
+    state: PathBuf,
+    status: CanaryStatus,
+    provider: Arc<dyn MetricProvider>,
+    webhooks: Arc<dyn WebhookClient>,
+    templates: BTreeMap<String, MetricTemplateSpec>,
+}
+
+/// What one step did.
+#[derive(Debug)]
+pub struct StepReport {
+    pub plan: Plan,
+    /// Post-rollout hook results and other events recorded while applying the plan.
+    pub events: Vec<Event>,
+}
+
+impl Engine {
+    /// An engine for `canary`, routing through the directory `routes` and keeping its status in
+    /// `state` (a file; created on the first step, read back on restart).
+    pub fn new(
+        canary: Canary,
+        routes: PathBuf,
+        state: PathBuf,
+        provider: Arc<dyn MetricProvider>,
+        webhooks: Arc<dyn WebhookClient>,
+    ) -> Result<Engine> {
+        let settings = validate(&canary.spec).map_err(Error::Invalid)?;
+        if settings.target_kind != "Backend" {
+            return Err(Error::Standalone(format!(
+                "spec.targetRef.kind: standalone mode drives a serin.dev/v1alpha1 Backend, got {:?}",
+                settings.target_kind
+            )));
+        }
+        let status = match std::fs::read_to_string(&state) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                Error::Standalone(format!("{}: not a Canary status: {e}", state.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CanaryStatus::default(),
+            Err(e) => return Err(Error::Standalone(format!("{}: {e}", state.display()))),
+        };
+        Ok(Engine {
+            canary,
+            settings,
+            routes,
+            state,
+            status,
+            provider,
+            webhooks,
+            templates: BTreeMap::new(),
+        })
+    }
+
+    /// Makes `MetricTemplate`s available to the metrics that reference them by name.
+    pub fn with_templates(mut self, templates: BTreeMap<String, MetricTemplateSpec>) -> Engine {
+        self.templates = templates;
+        self
+    }
+
+    pub fn status(&self) -> &CanaryStatus {
+        &self.status
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn name(&self) -> &str {
+        self.canary.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn namespace(&self) -> &str {
+        self.canary
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
+    }
+
+    fn target(&self) -> &str {
+        &self.settings.target
+    }
+
+    /// Runs one step at `now`: observe, ask the stage machine (running the webhooks and metrics
+    /// it asks for), apply its actions to the routing directory, save the status.
+    pub async fn step(&mut self, now: Timestamp) -> Result<StepReport> {
+        let target = self.read_backend(self.target())?.ok_or_else(|| {
+            Error::Standalone(format!(
+                "Backend {}/{} (spec.targetRef) not found in {}",
+                self.namespace(),
+                self.target(),
+                self.routes.display()
+            ))
+        })?;
+        let primary = self.read_backend(&format!("{}-primary", self.target()))?;
+        let mut obs = Observations {
+            name: self.name().to_owned(),
+            namespace: self.namespace().to_owned(),
+            revision: Revision {
+                spec_hash: spec_hash(&target.spec),
+                tracked_configs: BTreeMap::new(),
+            },
+            primary: match &primary {
+                Some(p) => readiness(&p.spec.endpoints).await,
+                None => Readiness::NotReady {
+                    message: "the primary Backend does not exist yet".into(),
+                    since: None,
+                },
+            },
+            canary: readiness(&target.spec.endpoints).await,
+            webhooks: BTreeMap::new(),
+            metrics: None,
+            cookie_token: token(),
+        };
+        let plan = loop {
+            let plan = step(&self.canary.spec, &self.status, &obs, now);
+            match &plan.needs {
+                Some(Need::Webhook(call)) => {
+                    let hook = &self.settings.webhooks[call.index];
+                    let payload = WebhookPayload::new(
+                        self.name(),
+                        self.namespace(),
+                        call.phase,
+                        &self.status,
+                        hook,
+                    );
+                    let result = self.webhooks.call(hook, &payload).await;
+                    obs.webhooks.insert(call.index, result);
+                }
+                Some(Need::Metrics) => obs.metrics = Some(self.measure().await),
+                None => break plan,
+            }
+        };
+        let mut events = Vec::new();
+        for action in &plan.actions {
+            self.apply(action, &target.spec, &plan.status, &mut events)
+                .await?;
+        }
+        self.status = plan.status.clone();
+        write_atomic(
+            &self.state,
+            &serde_json::to_string_pretty(&self.status).unwrap_or_default(),
+        )?;
+        for event in plan.events.iter().chain(&events) {
+            self.notify_event_hooks(event).await;
+        }
+        Ok(StepReport { plan, events })
+    }
+
+    async fn measure(&self) -> BTreeMap<String, crate::analysis::MetricValue> {
+        let mut out = BTreeMap::new();
+        let service = self
+            .canary
+            .spec
+            .service
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| self.target().to_owned());
+        for check in &self.settings.metrics {
+            let template = match &check.kind {
+                MetricKind::Template { name, .. } => self.templates.get(name),
+                _ => None,
+            };
+            let query = MetricQuery {
+                check,
+                name: self.name(),
+                namespace: self.namespace(),
+                target: self.target(),
+                service: &service,
+                template,
+            };
+            out.insert(check.name.clone(), self.provider.measure(query).await);
+        }
+        out
+    }
+
+    async fn apply(
+        &self,
+        action: &Action,
+        target: &BackendSpec,
+        status: &CanaryStatus,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let primary = format!("{}-primary", self.target());
+        let canary = format!("{}-canary", self.target());
+        match action {
+            Action::Bootstrap => {
+                if self.read_backend(&primary)?.is_none() {
+                    self.write_backend(&primary, target.endpoints.clone())?;
+                }
+                if self.read_backend(&canary)?.is_none() {
+                    self.write_backend(&canary, Vec::new())?;
+                }
+            }
+            Action::SetRoute(route) => {
+                let rendered = render(&self.route_target(), route);
+                let yaml = serde_yaml_ng::to_string(&rendered)
+                    .map_err(|e| Error::Standalone(e.to_string()))?;
+                write_atomic(
+                    &self.routes.join(format!("{}-route.yaml", self.name())),
+                    &format!("# Managed by serin rollout: {route}\n{yaml}"),
+                )?;
+            }
+            Action::ScaleCanaryUp => self.write_backend(&canary, target.endpoints.clone())?,
+            Action::ScaleCanaryToZero => self.write_backend(&canary, Vec::new())?,
+            Action::PromotePrimary => self.write_backend(&primary, target.endpoints.clone())?,
+            Action::RunPostRolloutHooks { phase } => {
+                for hook in self
+                    .settings
+                    .webhooks
+                    .iter()
+                    .filter(|h| h.hook_type == crate::canary::HookType::PostRollout)
+                {
+                    let payload =
+                        WebhookPayload::new(self.name(), self.namespace(), *phase, status, hook);
+                    let failure = match self.webhooks.call(hook, &payload).await {
+                        HookResult::Passed => None,
+                        HookResult::Failed(why) => Some(why),
+                    };
+                    events.push(crate::event::post_rollout_result(
+                        &hook.name,
+                        failure.as_deref(),
+                    ));
+                }
+            }
+            Action::Notify { severity, message } => {
+                tracing::info!(canary = self.name(), ?severity, "{message}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn notify_event_hooks(&self, event: &Event) {
+        for hook in self
+            .settings
+            .webhooks
+            .iter()
+            .filter(|h| h.hook_type == crate::canary::HookType::Event)
+        {
+            let payload = WebhookPayload::for_event(
+                self.name(),
+                self.namespace(),
+                &self.status,
+                hook,
+                event,
+                now(),
+            );
+            if let HookResult::Failed(why) = self.webhooks.call(hook, &payload).await {
+                tracing::warn!(hook = %hook.name, "event webhook failed: {why}");
+            }
+        }
+    }
+
+    fn route_target(&self) -> RouteTarget {
+        let service = self.canary.spec.service.as_ref();
+        RouteTarget {
+            name: self.name().to_owned(),
+            namespace: self.namespace().to_owned(),
+            parent_refs: service
+                .map(|s| {
+                    s.gateway_refs
+                        .iter()
+                        .map(|g| HttpRouteParentRefs {
+                            group: g.group.clone(),
+                            kind: g.kind.clone(),
+                            name: g.name.clone().unwrap_or_default(),
+                            namespace: g.namespace.clone(),
+                            section_name: g.section_name.clone(),
+                            port: g.port.and_then(|p| i32::try_from(p).ok()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            hostnames: service.map(|s| s.hosts.clone()).unwrap_or_default(),
+            primary: BackendTarget::backend(format!("{}-primary", self.target())),
+            canary: BackendTarget::backend(format!("{}-canary", self.target())),
+        }
+    }
+
+    fn read_backend(&self, name: &str) -> Result<Option<Backend>> {
+        let (objects, _) = load_path(&self.routes).map_err(|e| Error::Standalone(e.to_string()))?;
+        let key = ObjectKey::new(self.namespace(), name);
+        Ok(objects
+            .backends
+            .into_iter()
+            .map(|b| b.object)
+            .find(|b| serin_proxy::config::key_of(b) == key))
+    }
+
+    fn write_backend(&self, name: &str, endpoints: Vec<BackendEndpoint>) -> Result<()> {
+        let backend = Backend {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(self.namespace().to_owned()),
+                ..Default::default()
+            },
+            spec: BackendSpec { endpoints },
+        };
+        let yaml =
+            serde_yaml_ng::to_string(&backend).map_err(|e| Error::Standalone(e.to_string()))?;
+        write_atomic(
+            &self.routes.join(format!("{name}.yaml")),
+            &format!(
+                "# Managed by serin rollout for Canary {}/{}\n{yaml}",
+                self.namespace(),
+                self.name()
+            ),
+        )
+    }
+}
+
+/// The wall clock as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Timestamp::from_unix_seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// A stable hash of a Backend's spec (its endpoints, in order).
+fn spec_hash(spec: &BackendSpec) -> String {
+    let text = serde_json::to_string(spec).unwrap_or_default();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Ready when every endpoint accepts a TCP connection within a second.
+async fn readiness(endpoints: &[BackendEndpoint]) -> Readiness {
+    if endpoints.is_empty() {
+        return Readiness::NotReady {
+            message: "the Backend has no endpoints".into(),
+            since: None,
+        };
+    }
+    let mut up = 0;
+    for e in endpoints {
+        let Some(port) = e.port else { continue };
+        let connect = tokio::net::TcpStream::connect((e.host.as_str(), port));
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(1), connect).await,
+            Ok(Ok(_))
+        ) {
+            up += 1;
+        }
+    }
+    if up == endpoints.len() {
+        Readiness::Ready
+    } else {
+        Readiness::NotReady {
+            message: format!("{up} of {} endpoints accept connections", endpoints.len()),
+            since: None,
+        }
+    }
+}
+
+/// A random cookie value: ten letters and digits.
+fn token() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..10)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
+}
+
+/// Writes `text` to `path` through a hidden temporary in the same directory and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let io = |e: std::io::Error| Error::Standalone(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
