@@ -262,11 +262,17 @@ pub(crate) fn success_rate_high(n: &Names, value: f64, max: f64) -> String {
     )
 }
 
+/// Flagger converts the measured milliseconds to a Go duration with integer milliseconds
+/// (`time.Duration(ms) * time.Millisecond`), so `792.69` reads `792ms`.
+fn whole_millis(value: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn duration_low(n: &Names, value: Duration, min: Duration) -> String {
     format!(
         "Halt {} advancement request duration {} < {}",
         n.canary,
-        format_go(value),
+        format_go(whole_millis(value)),
         format_go(min)
     )
 }
@@ -275,7 +281,7 @@ pub(crate) fn duration_high(n: &Names, value: Duration, max: Duration) -> String
     format!(
         "Halt {} advancement request duration {} > {}",
         n.canary,
-        format_go(value),
+        format_go(whole_millis(value)),
         format_go(max)
     )
 }

@@ -21,11 +21,13 @@
 pub mod analysis;
 pub mod canary;
 pub mod crd;
+pub mod demo;
 pub mod duration;
 pub mod error;
 pub mod event;
 pub mod httproute;
 pub mod manifest;
+pub mod provider;
 pub mod route;
 pub mod stage;
 pub mod standalone;
@@ -34,6 +36,7 @@ pub mod template;
 pub mod timestamp;
 pub mod validation;
 pub mod webhook;
+pub mod webhook_client;
 pub mod weight;
 
 pub use canary::{Canary, CanarySpec};

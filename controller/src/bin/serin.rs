@@ -1,5 +1,7 @@
-//! `serin`: the command-line tool. `serin validate FILE...` checks Canary and MetricTemplate
-//! manifests with the controller's own validation; `serin crds` prints the CRDs.
+//! `serin`: the command-line tool. `serin demo` runs a whole canary release on this machine;
+//! `serin rollout` drives a release in standalone mode; `serin validate FILE...` checks Canary
+//! and MetricTemplate manifests with the controller's own validation; `serin crds` prints the
+//! CRDs.
 //!
 //! Exit codes: 0 success, 1 invalid input (or a file that cannot be read or written),
 //! 64 usage error.
@@ -32,6 +34,53 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole canary release on this machine, no cluster needed.
+    ///
+    /// Starts serin-proxy, two versions of a small app (v1 serving, v2 being released), a
+    /// steady load, and the rollout engine with the built-in metrics provider, then releases v2:
+    /// the canary is analysed every second and advanced 10% at a time up to 50%, then promoted
+    /// — or rolled back when its success rate drops below 99% or its p99 latency rises above
+    /// 500 ms for 3 checks. Prints the events as they happen and writes a timeline chart.
+    ///
+    /// Exit status 0 when the release ends as the scenario should (healthy: promoted;
+    /// errors, latency: rolled back), 1 otherwise.
+    Demo {
+        /// How the new version behaves.
+        #[arg(long, value_enum, default_value = "healthy")]
+        scenario: serin_controller::demo::Scenario,
+        /// Directory for rollout.svg.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Requests per second sent through the proxy.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
+    /// Drive a release in standalone mode (no Kubernetes).
+    ///
+    /// The Canary's targetRef names a serin.dev/v1alpha1 Backend in DIR (the addresses of the
+    /// version to release). The engine writes `<target>-primary` and `<target>-canary` Backends
+    /// and the `<canary>-route.yaml` HTTPRoute into DIR, which a separately running
+    /// `serin-proxy --config DIR` serves. Point the target Backend at new addresses to start a
+    /// release; promotion copies them into `<target>-primary`. The status is kept in
+    /// DIR/.serin/<canary>.json so a restarted engine resumes where it was.
+    Rollout {
+        /// The Canary manifest.
+        #[arg(long, value_name = "FILE")]
+        canary: PathBuf,
+        /// The routing directory serin-proxy watches.
+        #[arg(long, value_name = "DIR")]
+        routes: PathBuf,
+        /// Admin addresses of the serin-proxy replicas to read metrics from.
+        #[arg(
+            long = "proxy-admin",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:9901"
+        )]
+        proxy_admin: Vec<String>,
+        /// Stop once a release has ended (Succeeded or Failed) instead of waiting for the next.
+        #[arg(long)]
+        exit_when_done: bool,
+    },
     /// Check Canary and MetricTemplate manifests (multi-document YAML).
     ///
     /// Prints `FILE: Canary NAMESPACE/NAME: ok` for each valid object and one line per
@@ -62,6 +111,17 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Demo {
+            scenario,
+            out,
+            rate,
+        } => demo(scenario, out, rate),
+        Command::Rollout {
+            canary,
+            routes,
+            proxy_admin,
+            exit_when_done,
+        } => rollout(&canary, routes, proxy_admin, exit_when_done),
         Command::Validate { files } => Ok(validate(&files)),
         Command::Crds { dir } => crds(dir.as_deref()),
     };
@@ -138,4 +198,116 @@ fn crds(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn demo(
+    scenario: serin_controller::demo::Scenario,
+    out: PathBuf,
+    rate: u32,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let options = serin_controller::demo::DemoOptions {
+        scenario,
+        out,
+        rate,
+        live: std::io::stdout().is_terminal(),
+    };
+    let outcome = runtime()?.block_on(serin_controller::demo::run(&options, |line| {
+        println!("{line}")
+    }))?;
+    let expected = scenario.expected();
+    let ended = outcome
+        .phase
+        .map_or("unfinished".to_owned(), |p| format!("{p:?}"));
+    println!(
+        "release ended {ended} after {:.1}s (the {scenario:?} scenario expects {expected:?})",
+        outcome.elapsed.as_secs_f64()
+    );
+    Ok(if outcome.phase == Some(expected) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+fn rollout(
+    canary: &Path,
+    routes: PathBuf,
+    proxy_admin: Vec<String>,
+    exit_when_done: bool,
+) -> anyhow::Result<ExitCode> {
+    use serin_controller::standalone::{Engine, now};
+    use std::sync::Arc;
+    let text = std::fs::read_to_string(canary)
+        .with_context(|| format!("cannot read {}", canary.display()))?;
+    let canary_object =
+        manifest::load_canary(&text).with_context(|| canary.display().to_string())?;
+    let name = canary_object.metadata.name.clone().unwrap_or_default();
+    let state = routes.join(".serin").join(format!("{name}.json"));
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let provider = Arc::new(serin_controller::provider::builtin::BuiltinProvider::new(
+            &proxy_admin,
+        )?);
+        tokio::spawn(
+            provider
+                .clone()
+                .scrape_every(std::time::Duration::from_secs(1)),
+        );
+        let mut engine = Engine::new(
+            canary_object,
+            routes,
+            state,
+            provider,
+            Arc::new(serin_controller::webhook_client::HttpWebhookClient::new()),
+        )?;
+        let mut releasing = false;
+        loop {
+            let report = match engine.step(now()).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("serin: {e}");
+                    tokio::time::sleep(engine.settings().interval).await;
+                    continue;
+                }
+            };
+            for event in report.plan.events.iter().chain(&report.events) {
+                println!("{:?}  {}", event.event_type, event.message);
+            }
+            use serin_controller::Phase;
+            match engine.status().phase {
+                Some(
+                    Phase::Progressing
+                    | Phase::Waiting
+                    | Phase::WaitingPromotion
+                    | Phase::Promoting
+                    | Phase::Finalising,
+                ) => {
+                    releasing = true;
+                }
+                Some(Phase::Succeeded) if releasing && exit_when_done => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(Phase::Failed) if releasing && exit_when_done => {
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+                _ => {}
+            }
+            tokio::time::sleep(report.plan.requeue_after).await;
+        }
+    })
 }
