@@ -1,0 +1,66 @@
+# Shared by the benchmark scripts: process bookkeeping, ports, peers. Source it; it sets
+# $repo, $work (a temporary directory removed on exit) and $SERIN (the release binary).
+# Everything listens on 127.0.0.1 only.
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+# Installs Debian packages for the commands given as name:package pairs, if missing.
+need_debian() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+build_serin() {
+  echo "building serin-proxy (release)"
+  (cd "$repo" && cargo build --release --quiet --bin serin-proxy)
+  SERIN="$repo/target/release/serin-proxy"
+}
+
+# start_backend NAME PORT...: one nginx worker answering "ok" on each port.
+start_backend() {
+  local name=$1 port listen=""
+  shift
+  for port in "$@"; do listen+="  server { listen 127.0.0.1:$port; location / { return 200 \"ok\\n\"; } }"$'\n'; done
+  mkdir -p "$work/$name"
+  cat > "$work/$name/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/$name/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$listen}
+CONF
+  "$(command -v nginx || echo /usr/sbin/nginx)" -p "$work/$name" -c "$work/$name/nginx.conf" & pids+=($!)
+  for port in "$@"; do wait_port "$port"; done
+}
+
+# The median of the numbers on standard input.
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
