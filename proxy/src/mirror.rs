@@ -115,6 +115,11 @@ impl Mirror {
                 self.metrics.mirror_dropped(MirrorDrop::body_too_large);
                 continue;
             }
+            // A full queue drops the copy: find out before copying the request head.
+            if self.jobs.capacity() == 0 {
+                self.metrics.mirror_dropped(MirrorDrop::queue_full);
+                continue;
+            }
             let (copy, tx) = if empty {
                 (BodyCopy::Ready(Bytes::new()), None)
             } else {
