@@ -56,6 +56,21 @@ impl Default for ForwardOptions {
     }
 }
 
+/// The client end of a connection, with its address ready as an `X-Forwarded-For` value.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = HeaderValue::try_from(addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { addr, ip }
+    }
+}
+
 /// The proxy: the active table, the upstream client and the metrics.
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
@@ -120,7 +135,7 @@ impl Proxy {
     pub async fn serve(
         &self,
         port: u16,
-        client: SocketAddr,
+        client: &Peer,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -157,7 +172,7 @@ impl Proxy {
         decision: &Decision<'_>,
         mut parts: http::request::Parts,
         body: Incoming,
-        client: SocketAddr,
+        client: &Peer,
         start: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let rule = decision.rule;
@@ -183,15 +198,15 @@ impl Proxy {
             parts.headers.entry(header::HOST).or_insert(host);
         }
         // One comma-joined field: many applications read only the first X-Forwarded-For line.
+        // One comma-joined field: many applications read only the first X-Forwarded-For line.
         let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-            Some(Ok(previous)) => format!("{previous}, {}", client.ip()),
-            _ => client.ip().to_string(),
+            Some(Ok(previous)) => {
+                HeaderValue::try_from(format!("{previous}, {}", client.addr.ip()))
+                    .map_err(|_| ProxyError::BadRequest("x-forwarded-for"))?
+            }
+            _ => client.ip.clone(),
         };
-        parts.headers.insert(
-            X_FORWARDED_FOR,
-            HeaderValue::try_from(forwarded_for)
-                .map_err(|_| ProxyError::BadRequest("x-forwarded-for"))?,
-        );
+        parts.headers.insert(X_FORWARDED_FOR, forwarded_for);
         parts
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -252,6 +267,11 @@ impl Proxy {
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including those named by `Connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the few names present is cheaper than a lookup
+    // per hop-by-hop name. (Headers named by `Connection` need `Connection` itself.)
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ConfigError;
-use crate::forward::Proxy;
+use crate::forward::{Peer, Proxy};
 
 /// Listeners bound but not yet serving; see [`Listeners::bind_new`].
 pub struct Bound(Vec<(u16, std::net::TcpListener)>);
@@ -155,9 +155,10 @@ async fn accept_loop(
         open.inc();
         tokio::spawn(async move {
             let _alive = alive;
+            let peer = Peer::new(remote);
             let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.serve(port, remote, req).await) }
+                let (proxy, peer) = (proxy.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(proxy.serve(port, &peer, req).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
