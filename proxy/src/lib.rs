@@ -1,7 +1,7 @@
 //! serin-proxy: Serin's L7 data plane.
 //!
 //! The proxy serves a routing table compiled from Gateway API resources (`Gateway`, `HTTPRoute`)
-//! and Serin's `Backend` kind, read from YAML files (and, later, the Kubernetes API). The table
+//! and Serin's `Backend` kind, read from YAML files or watched in the Kubernetes API. The table
 //! is immutable and swapped atomically on every change; a request never sees half a table, and
 //! an invalid change leaves the last good table serving.
 //!
@@ -12,13 +12,15 @@
 //! - [`forward`]: the request path (headers, upstream pool, timeouts, metrics);
 //! - [`mirror`]: copies of requests to mirror backends, off the live path;
 //! - [`server`]: listeners, HTTP/1.1 + h2c, graceful drain; [`admin`]: metrics and health;
-//! - [`reload`]: applying configuration and watching files; [`metrics`]: the Prometheus metrics.
+//! - [`reload`]: applying configuration and watching files; [`metrics`]: the Prometheus metrics;
+//! - [`kubernetes`]: the Kubernetes source (watchers, status); [`runtime`]: a whole proxy.
 
 pub mod admin;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod kubernetes;
 pub mod metrics;
 pub mod mirror;
 pub mod reload;

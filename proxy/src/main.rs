@@ -1,4 +1,5 @@
-//! `serin-proxy`: parse arguments, load the configuration, serve until SIGTERM/SIGINT.
+//! `serin-proxy`: parse arguments, load the configuration (files, or the Kubernetes API with
+//! `--kubernetes`), serve until SIGTERM/SIGINT.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -7,17 +8,38 @@ use std::time::Duration;
 
 use clap::Parser;
 use serin_proxy::forward::ForwardOptions;
-use serin_proxy::runtime::{self, Options, StartError};
+use serin_proxy::kubernetes;
+use serin_proxy::runtime::{self, KubernetesOptions, Options, StartError};
 
 /// Serin's L7 proxy: serves Gateway API routes (weighted splits, matches, header filters) from
-/// YAML files, reloads them on change, and exports Prometheus metrics.
+/// YAML files or the Kubernetes API, applies changes as they happen, and exports Prometheus
+/// metrics.
 #[derive(Parser, Debug)]
 #[command(name = "serin-proxy", version)]
 struct Args {
     /// A YAML file, or a directory of YAML files, holding Gateway, HTTPRoute and serin.dev
     /// Backend objects. Watched: changes apply within a second.
-    #[arg(long, value_name = "PATH")]
-    config: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    config: Option<PathBuf>,
+    /// Read Gateways, HTTPRoutes, Services, EndpointSlices and serin.dev objects from the
+    /// Kubernetes API (credentials from KUBECONFIG, ~/.kube/config or the in-cluster service
+    /// account) and report status on them.
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: serve the Gateways of this GatewayClass (whose controllerName must be
+    /// serin.dev/gateway); an empty value serves every class with that controllerName.
+    #[arg(
+        long,
+        default_value = "serin",
+        value_name = "NAME",
+        requires = "kubernetes"
+    )]
+    gateway_class: String,
     /// IP address the Gateway listeners bind to (their ports come from the Gateways).
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
@@ -69,20 +91,43 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let options = Options {
-        config: args.config,
-        bind: args.bind,
-        admin: args.admin,
-        forward: ForwardOptions {
-            connect_timeout: args.connect_timeout,
-            default_timeout: (!args.default_request_timeout.is_zero())
-                .then_some(args.default_request_timeout),
-            ..ForwardOptions::default()
-        },
-        watch_interval: args.watch_interval,
-        drain_timeout: args.drain_timeout,
+    let forward = ForwardOptions {
+        connect_timeout: args.connect_timeout,
+        default_timeout: (!args.default_request_timeout.is_zero())
+            .then_some(args.default_request_timeout),
+        ..ForwardOptions::default()
     };
-    let running = match runtime::start(options).await {
+    let started = match args.config {
+        Some(config) if !args.kubernetes => {
+            runtime::start(Options {
+                config,
+                bind: args.bind,
+                admin: args.admin,
+                forward,
+                watch_interval: args.watch_interval,
+                drain_timeout: args.drain_timeout,
+            })
+            .await
+        }
+        _ => {
+            let client = match kubernetes::client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let mut options = KubernetesOptions::loopback();
+            options.bind = args.bind;
+            options.admin = args.admin;
+            options.forward = forward;
+            options.drain_timeout = args.drain_timeout;
+            options.source.gateway_class =
+                (!args.gateway_class.is_empty()).then_some(args.gateway_class);
+            runtime::start_kubernetes(client, options).await
+        }
+    };
+    let running = match started {
         Ok(r) => r,
         Err(e @ StartError::Config(_)) => {
             tracing::error!("configuration rejected: {e}");
@@ -93,7 +138,11 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(admin = %running.admin_addr, "serin-proxy ready");
+    if running.is_ready() {
+        tracing::info!(admin = %running.admin_addr, "serin-proxy ready");
+    } else {
+        tracing::info!(admin = %running.admin_addr, "serin-proxy started; ready once the watches have synced");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: draining connections");
     running.shutdown().await;

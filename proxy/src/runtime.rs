@@ -1,5 +1,5 @@
-//! A whole proxy serving a configuration path: admin listener, first load, file watching,
-//! graceful stop. `serin-proxy` runs one; so do the tests and `serin demo`.
+//! A whole proxy: admin listener, configuration source (a path that is loaded and watched, or
+//! the Kubernetes API), graceful stop. `serin-proxy` runs one; so do the tests and `serin demo`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::error::ConfigError;
 use crate::forward::{ForwardOptions, Proxy};
+use crate::kubernetes;
 use crate::metrics::Telemetry;
 use crate::reload::{Applier, FileSource};
 use crate::server::Listeners;
@@ -71,19 +72,7 @@ pub struct Running {
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let proxy = Arc::new(Proxy::new(Telemetry::new(), options.forward.clone()));
     let admin = Admin::new(proxy.clone());
-    let admin_listener = tokio::net::TcpListener::bind(options.admin)
-        .await
-        .map_err(|source| StartError::Admin {
-            addr: options.admin,
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Admin {
-            addr: options.admin,
-            source,
-        })?;
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    let (admin_addr, admin_task) = serve_admin(options.admin, admin.clone()).await?;
 
     let mut applier = Applier {
         proxy: proxy.clone(),
@@ -112,7 +101,83 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     })
 }
 
+/// What a proxy fed from the Kubernetes API needs.
+#[derive(Debug, Clone)]
+pub struct KubernetesOptions {
+    /// IP the Gateway listeners bind to.
+    pub bind: IpAddr,
+    /// Admin listener address; port 0 picks a free one.
+    pub admin: SocketAddr,
+    pub forward: ForwardOptions,
+    pub drain_timeout: Duration,
+    pub source: kubernetes::Options,
+}
+
+impl KubernetesOptions {
+    /// Defaults for a proxy on loopback with an ephemeral admin port.
+    pub fn loopback() -> KubernetesOptions {
+        KubernetesOptions {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            admin: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            forward: ForwardOptions::default(),
+            drain_timeout: Duration::from_secs(30),
+            source: kubernetes::Options::default(),
+        }
+    }
+}
+
+/// Starts a proxy fed from the Kubernetes API: binds the admin listener and starts the
+/// watchers. `/readyz` answers 200 once every watcher has synced and the first table is
+/// applied; until then the proxy has no listeners.
+pub async fn start_kubernetes(
+    client: kube::Client,
+    options: KubernetesOptions,
+) -> Result<Running, StartError> {
+    let proxy = Arc::new(Proxy::new(Telemetry::new(), options.forward.clone()));
+    let admin = Admin::new(proxy.clone());
+    let (admin_addr, admin_task) = serve_admin(options.admin, admin.clone()).await?;
+    let mut applier = Applier {
+        proxy: proxy.clone(),
+        listeners: Listeners::new(options.bind, proxy.clone()),
+    };
+    let (stop, stopped) = oneshot::channel();
+    let drain_timeout = options.drain_timeout;
+    let ready = admin.clone();
+    let task = tokio::spawn(async move {
+        kubernetes::run(client, options.source, &mut applier, &ready.ready, stopped).await;
+        applier.listeners.drain(drain_timeout).await;
+        admin_task.abort();
+    });
+    Ok(Running {
+        admin_addr,
+        proxy,
+        admin,
+        stop,
+        task,
+    })
+}
+
+/// Binds the admin listener and serves it from a task of its own.
+async fn serve_admin(
+    addr: SocketAddr,
+    admin: Arc<Admin>,
+) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Admin { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Admin { addr, source })?;
+    Ok((local, tokio::spawn(admin::serve(listener, admin))))
+}
+
 impl Running {
+    /// Whether `/readyz` answers 200: a table is serving (and, from Kubernetes, every watcher
+    /// has synced).
+    pub fn is_ready(&self) -> bool {
+        self.admin.ready.load(Ordering::Acquire)
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns.
     pub async fn shutdown(self) {
         self.admin.ready.store(false, Ordering::Release);
