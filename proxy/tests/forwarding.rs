@@ -14,6 +14,21 @@ fn weighted_route(a: u32, b: u32) -> String {
     )
 }
 
+/// A proxy on `port` splitting `wa`/`wb` between backends `a` and `b`.
+async fn split_harness(a: &TestBackend, b: &TestBackend, port: u16, wa: u32, wb: u32) -> Harness {
+    Harness::start(
+        port,
+        &[
+            (
+                "gw.yaml",
+                gateway_and_backends(port, &[("a", a.port()), ("b", b.port())]),
+            ),
+            ("route.yaml", weighted_route(wa, wb)),
+        ],
+    )
+    .await
+}
+
 async fn two_backends() -> (TestBackend, TestBackend, u16) {
     (
         TestBackend::start("a").await,
@@ -25,17 +40,7 @@ async fn two_backends() -> (TestBackend, TestBackend, u16) {
 #[tokio::test]
 async fn ninety_ten_split_within_binomial_tolerance_and_counted_exactly() {
     let (a, b, port) = two_backends().await;
-    let h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", b.port())]),
-            ),
-            ("route.yaml", weighted_route(90, 10)),
-        ],
-    )
-    .await;
+    let h = split_harness(&a, &b, port, 90, 10).await;
     let n: u32 = 4000;
     let mut to_b = 0;
     for _ in 0..n {
@@ -196,17 +201,7 @@ spec:
 #[tokio::test]
 async fn hot_reload_applies_quickly_and_keeps_in_flight_requests() {
     let (a, b, port) = two_backends().await;
-    let h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", b.port())]),
-            ),
-            ("route.yaml", weighted_route(100, 0)),
-        ],
-    )
-    .await;
+    let h = split_harness(&a, &b, port, 100, 0).await;
     assert_eq!(h.get("/", &[]).await.backend(), "a");
 
     // A slow request in flight across the reload.
@@ -253,17 +248,7 @@ async fn hot_reload_applies_quickly_and_keeps_in_flight_requests() {
 #[tokio::test]
 async fn invalid_changes_are_rejected_and_the_last_good_table_serves() {
     let (a, b, port) = two_backends().await;
-    let h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", b.port())]),
-            ),
-            ("route.yaml", weighted_route(100, 0)),
-        ],
-    )
-    .await;
+    let h = split_harness(&a, &b, port, 100, 0).await;
     let before = support::admin_get(h.admin(), "/routes").await.1;
     let bad = [
         "apiVersion: v1\nkind: [oops\n".to_owned(),
@@ -376,17 +361,7 @@ spec:
 #[tokio::test]
 async fn responses_stream_without_buffering_and_bodies_pass_through() {
     let (a, _b, port) = two_backends().await;
-    let h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", _b.port())]),
-            ),
-            ("route.yaml", weighted_route(1, 0)),
-        ],
-    )
-    .await;
+    let h = split_harness(&a, &_b, port, 1, 0).await;
     // Request body: 8 MiB up.
     let big = Bytes::from(vec![b'x'; 8 << 20]);
     assert_eq!(
@@ -416,17 +391,7 @@ async fn responses_stream_without_buffering_and_bodies_pass_through() {
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served() {
     let (a, _b, port) = two_backends().await;
-    let h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", _b.port())]),
-            ),
-            ("route.yaml", weighted_route(1, 0)),
-        ],
-    )
-    .await;
+    let h = split_harness(&a, &_b, port, 1, 0).await;
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -456,17 +421,7 @@ async fn h2c_prior_knowledge_is_served() {
 #[tokio::test]
 async fn admin_endpoints() {
     let (a, _b, port) = two_backends().await;
-    let h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", _b.port())]),
-            ),
-            ("route.yaml", weighted_route(1, 0)),
-        ],
-    )
-    .await;
+    let h = split_harness(&a, &_b, port, 1, 0).await;
     assert_eq!(
         support::admin_get(h.admin(), "/healthz").await.0,
         StatusCode::OK
@@ -496,17 +451,7 @@ async fn admin_endpoints() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let (a, _b, port) = two_backends().await;
-    let mut h = Harness::start(
-        port,
-        &[
-            (
-                "gw.yaml",
-                gateway_and_backends(port, &[("a", a.port()), ("b", _b.port())]),
-            ),
-            ("route.yaml", weighted_route(1, 0)),
-        ],
-    )
-    .await;
+    let mut h = split_harness(&a, &_b, port, 1, 0).await;
     let client = h.client.clone();
     let url = h.url("/slow/800");
     let in_flight = tokio::spawn(async move {
