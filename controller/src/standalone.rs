@@ -369,9 +369,7 @@ pub fn now() -> Timestamp {
 /// A stable hash of a Backend's spec (its endpoints, in order).
 fn spec_hash(spec: &BackendSpec) -> String {
     let text = serde_json::to_string(spec).unwrap_or_default();
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = serin_proxy::table::affinity::fnv1a(text.as_bytes());
     format!("{hash:016x}")
 }
 

@@ -133,7 +133,7 @@ fn cookie_bucket(parts: &Parts, name: &str) -> Option<u32> {
 
 /// FNV-1a, 64 bit: a fixed, specified hash, so every proxy replica and version agrees on a
 /// header's bucket (std's hasher makes no such promise).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -37,6 +37,32 @@ pub struct MirrorSpec<'a> {
 /// (field, message) of an invalid filter.
 pub type FilterError = (String, String);
 
+/// Compiles a header modifier of either generated type (`set`, `add`, `remove` lists); `field`
+/// is its name in the filter, for errors.
+macro_rules! header_modifier {
+    ($m:expr, $at:expr, $field:literal) => {{
+        let at = $at;
+        match $m {
+            None => Err((
+                format!("{at}.{}", $field),
+                "is required for this filter type".to_owned(),
+            )),
+            Some(m) => HeaderModifier::compile(
+                m.set
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.as_str(), h.value.as_str())),
+                m.add
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.as_str(), h.value.as_str())),
+                m.remove.iter().flatten().map(String::as_str),
+            )
+            .map_err(|(field, message)| (format!("{at}.{}.{field}", $field), message)),
+        }
+    }};
+}
+
 macro_rules! normalize {
     ($name:ident, $filter:ty, $types:ident) => {
         /// Normalises one filter; `at` is its field path, e.g. `spec.rules[0].filters[1]`.
@@ -49,46 +75,12 @@ macro_rules! normalize {
             };
             match f.r#type {
                 $types::RequestHeaderModifier => {
-                    let m = f
-                        .request_header_modifier
-                        .as_ref()
-                        .ok_or_else(|| required("requestHeaderModifier"))?;
-                    HeaderModifier::compile(
-                        m.set
-                            .iter()
-                            .flatten()
-                            .map(|h| (h.name.as_str(), h.value.as_str())),
-                        m.add
-                            .iter()
-                            .flatten()
-                            .map(|h| (h.name.as_str(), h.value.as_str())),
-                        m.remove.iter().flatten().map(String::as_str),
-                    )
-                    .map(Filter::RequestHeaders)
-                    .map_err(|(field, message)| {
-                        (format!("{at}.requestHeaderModifier.{field}"), message)
-                    })
+                    let m = f.request_header_modifier.as_ref();
+                    header_modifier!(m, at, "requestHeaderModifier").map(Filter::RequestHeaders)
                 }
                 $types::ResponseHeaderModifier => {
-                    let m = f
-                        .response_header_modifier
-                        .as_ref()
-                        .ok_or_else(|| required("responseHeaderModifier"))?;
-                    HeaderModifier::compile(
-                        m.set
-                            .iter()
-                            .flatten()
-                            .map(|h| (h.name.as_str(), h.value.as_str())),
-                        m.add
-                            .iter()
-                            .flatten()
-                            .map(|h| (h.name.as_str(), h.value.as_str())),
-                        m.remove.iter().flatten().map(String::as_str),
-                    )
-                    .map(Filter::ResponseHeaders)
-                    .map_err(|(field, message)| {
-                        (format!("{at}.responseHeaderModifier.{field}"), message)
-                    })
+                    let m = f.response_header_modifier.as_ref();
+                    header_modifier!(m, at, "responseHeaderModifier").map(Filter::ResponseHeaders)
                 }
                 $types::RequestMirror => {
                     let m = f
