@@ -1,5 +1,6 @@
 //! The response body the proxy sends: the backend's body streamed through (optionally under a
-//! deadline), or a short message the proxy writes itself.
+//! deadline), or a short message the proxy writes itself. The backend's connection goes back to
+//! its pool when the body has been read to its end.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -9,6 +10,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+
+use crate::mirror::RequestBody;
+use crate::upstream::Pooled;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -23,6 +27,8 @@ enum Inner {
     Upstream {
         body: Incoming,
         deadline: Option<Pin<Box<Sleep>>>,
+        /// The connection the body arrives on, released at the body's end.
+        connection: Option<Pooled<RequestBody>>,
     },
     Message(Option<Bytes>),
 }
@@ -34,12 +40,23 @@ pub struct BodyTimeout;
 
 impl ProxyBody {
     /// Streams `body`, failing (and so resetting the client's stream) if it is not finished by
-    /// `deadline`.
-    pub fn upstream(body: Incoming, deadline: Option<Instant>) -> ProxyBody {
+    /// `deadline`, and releases `connection` once the body has ended.
+    pub fn upstream(
+        body: Incoming,
+        connection: Pooled<RequestBody>,
+        deadline: Option<Instant>,
+    ) -> ProxyBody {
+        let connection = if body.is_end_stream() {
+            connection.release();
+            None
+        } else {
+            Some(connection)
+        };
         ProxyBody {
             inner: Inner::Upstream {
                 body,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                connection,
             },
         }
     }
@@ -66,8 +83,20 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().inner {
-            Inner::Upstream { body, deadline } => {
-                if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
+            Inner::Upstream {
+                body,
+                deadline,
+                connection,
+            } => {
+                if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+                    let ended = match &frame {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if ended && let Some(connection) = connection.take() {
+                        connection.release();
+                    }
                     return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
                 }
                 match deadline {

@@ -47,12 +47,12 @@ pub enum ProxyError {
     NoBackend,
     #[error("backend {backend} has no endpoints")]
     NoEndpoints { backend: String },
-    #[error("connecting to the backend failed: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("{0}")]
+    Connect(#[source] crate::upstream::ConnectError),
     #[error("the backend did not answer in time")]
     Timeout,
     #[error("the backend request failed: {0}")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] hyper::Error),
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
 }

@@ -16,12 +16,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -29,6 +26,8 @@ use crate::error::ProxyError;
 use crate::metrics::Telemetry;
 use crate::mirror::{Mirror, MirrorOptions, RequestBody};
 use crate::table::{Decision, RouteTable};
+use crate::upstream::{PoolOptions, SendError, Upstream};
+use crate::workers::Workers;
 
 /// Settings of the forwarding path.
 #[derive(Debug, Clone)]
@@ -39,8 +38,10 @@ pub struct ForwardOptions {
     pub default_timeout: Option<Duration>,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle_timeout: Duration,
-    /// Idle pooled connections kept per endpoint.
+    /// Idle pooled connections kept per endpoint (per serving thread).
     pub pool_max_idle_per_host: usize,
+    /// Serving threads; 0 means one per available core.
+    pub workers: usize,
     pub mirror: MirrorOptions,
 }
 
@@ -51,8 +52,30 @@ impl Default for ForwardOptions {
             default_timeout: Some(Duration::from_secs(60)),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            workers: 0,
             mirror: MirrorOptions::default(),
         }
+    }
+}
+
+impl ForwardOptions {
+    /// Settings of each serving thread's upstream pool.
+    pub fn pool(&self) -> PoolOptions {
+        PoolOptions {
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.pool_idle_timeout,
+            max_idle_per_endpoint: self.pool_max_idle_per_host,
+            ..PoolOptions::default()
+        }
+    }
+
+    /// Starts the serving threads these options ask for.
+    pub fn start_workers(&self) -> std::io::Result<Workers> {
+        let count = match self.workers {
+            0 => Workers::default_count(),
+            n => n,
+        };
+        Workers::start(count, &self.pool())
     }
 }
 
@@ -71,16 +94,16 @@ impl Peer {
     }
 }
 
-/// The proxy: the active table, the upstream client and the metrics.
+/// The proxy: the active table, the mirror queue and the metrics. Upstream connections belong
+/// to the serving threads ([`Workers`]).
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
-    client: Client<HttpConnector, RequestBody>,
     mirror: Mirror,
     telemetry: Arc<Telemetry>,
     options: ForwardOptions,
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -98,20 +121,9 @@ impl Proxy {
     /// Builds the proxy with an empty table. Must be called inside a Tokio runtime (it starts
     /// the mirror worker).
     pub fn new(telemetry: Arc<Telemetry>, options: ForwardOptions) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_max_idle_per_host(options.pool_max_idle_per_host)
-            .build(connector);
         Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             mirror: Mirror::start(&options.mirror, telemetry.metrics.clone()),
-            client,
             telemetry,
             options,
         }
@@ -131,11 +143,13 @@ impl Proxy {
         &self.telemetry
     }
 
-    /// Serves one request that arrived on listener `port` from `client`.
+    /// Serves one request that arrived on listener `port` from `client`, forwarding it over
+    /// `upstream` (the serving thread's pool).
     pub async fn serve(
         &self,
         port: u16,
         client: &Peer,
+        upstream: &Upstream<RequestBody>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -149,7 +163,9 @@ impl Proxy {
                 return error_response(&e);
             }
         };
-        let response = self.forward(&decision, parts, body, client, start).await;
+        let response = self
+            .forward(&decision, parts, body, client, upstream, start)
+            .await;
         let status = match &response {
             Ok(r) => r.status(),
             Err(e) => {
@@ -173,6 +189,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: Incoming,
         client: &Peer,
+        upstream: &Upstream<RequestBody>,
         start: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let rule = decision.rule;
@@ -192,12 +209,19 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         rule.request_headers.apply(&mut parts.headers);
         backend.request_headers.apply(&mut parts.headers);
-        if let Some(host) = original_host {
-            parts.headers.insert(X_FORWARDED_HOST, host.clone());
-            // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-            parts.headers.entry(header::HOST).or_insert(host);
+        match original_host {
+            Some(host) => {
+                parts.headers.insert(X_FORWARDED_HOST, host.clone());
+                // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+                parts.headers.entry(header::HOST).or_insert(host);
+            }
+            // HTTP/1.0 without Host: HTTP/1.1 requires one, name the endpoint.
+            None => {
+                if let Ok(host) = HeaderValue::from_str(endpoint.as_str()) {
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
         }
-        // One comma-joined field: many applications read only the first X-Forwarded-For line.
         // One comma-joined field: many applications read only the first X-Forwarded-For line.
         let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
             Some(Ok(previous)) => {
@@ -211,16 +235,14 @@ impl Proxy {
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(endpoint.clone());
-        uri.path_and_query = Some(path);
-        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("uri"))?;
+        // Origin form: the connection already names the endpoint.
+        parts.uri = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         parts.version = Version::HTTP_11;
 
         let mut mirrors = decision.mirrors().peekable();
@@ -232,20 +254,19 @@ impl Proxy {
         let request = Request::from_parts(parts, body);
         let limit = rule.timeout.or(self.options.default_timeout);
         let deadline = limit.map(|l| start + l);
-        let pending = self.client.request(request);
+        let pending = upstream.send(endpoint, request);
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, pending)
                 .await
                 .map_err(|_| ProxyError::Timeout)?,
             None => pending.await,
         };
-        let response = result.map_err(|e| {
-            if e.is_connect() {
+        let (response, connection) = result.map_err(|e| match e {
+            SendError::Connect(e) => {
                 target.connect_errors.inc();
                 ProxyError::Connect(e)
-            } else {
-                ProxyError::Upstream(e)
             }
+            SendError::Http(e) => ProxyError::Upstream(e),
         })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -260,33 +281,68 @@ impl Proxy {
         let body_deadline = rule.timeout.map(|t| start + t);
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, body_deadline),
+            ProxyBody::upstream(body, connection, body_deadline),
         ))
     }
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including those named by `Connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the few names present is cheaper than a lookup
-    // per hop-by-hop name. (Headers named by `Connection` need `Connection` itself.)
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the few names present finds which hop-by-hop headers there are (most
+    // responses carry `Connection: keep-alive`); only those are removed.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+    // `Connection` is first in HOP_BY_HOP; the headers it names go too.
+    if present & 1 != 0 {
+        let mut named = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.to_str().unwrap_or_default().split(',') {
+                let token = token.trim();
+                // The usual values: `close` names no header, `keep-alive` is in HOP_BY_HOP.
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     // Transfer-Encoding is hop-by-hop too, but hyper owns message framing on both sides.
+}
+
+/// The position of `name` in [`HOP_BY_HOP`]: one string match (a length switch, then one
+/// comparison) instead of eight `HeaderName` comparisons.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "trailer" => Some(6),
+        "upgrade" => Some(7),
+        _ => None,
+    }
 }
 
 fn error_response(e: &ProxyError) -> Response<ProxyBody> {
@@ -306,4 +362,53 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_index_agrees_with_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for name in [
+            header::HOST,
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+        ] {
+            assert_eq!(hop_by_hop_index(&name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_headers_and_those_connection_names() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Session"),
+        );
+        headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-session", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn leaves_messages_without_hop_by_hop_headers_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        let before = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
+    }
 }

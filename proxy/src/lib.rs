@@ -9,7 +9,8 @@
 //!
 //! - [`config`]: the objects and their loading from files, with errors naming file/object/field;
 //! - [`table`]: the compiler and the pure routing decision (match, precedence, weighted pick);
-//! - [`forward`]: the request path (headers, upstream pool, timeouts, metrics);
+//! - [`forward`]: the request path (headers, timeouts, metrics); [`upstream`]: the pooled
+//!   connections to backends; [`workers`]: the serving threads;
 //! - [`mirror`]: copies of requests to mirror backends, off the live path;
 //! - [`server`]: listeners, HTTP/1.1 + h2c, graceful drain; [`admin`]: metrics and health;
 //! - [`reload`]: applying configuration and watching files; [`metrics`]: the Prometheus metrics;
@@ -27,5 +28,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod table;
+pub mod upstream;
+pub mod workers;
 
 pub use error::{ConfigError, ProxyError};

@@ -59,6 +59,10 @@ struct Args {
     /// How often the configuration files are checked for changes.
     #[arg(long, default_value = "250ms", value_parser = duration)]
     watch_interval: Duration,
+    /// Serving threads, each with its own upstream connection pool; 0 means one per core.
+    /// Accepting, configuration, mirroring and the admin listener run on one more thread.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    workers: usize,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -77,7 +81,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The control runtime; requests are served on the worker threads the proxy starts.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -95,6 +100,7 @@ async fn run(args: Args) -> ExitCode {
         connect_timeout: args.connect_timeout,
         default_timeout: (!args.default_request_timeout.is_zero())
             .then_some(args.default_request_timeout),
+        workers: args.workers,
         ..ForwardOptions::default()
     };
     let started = match args.config {

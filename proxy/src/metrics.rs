@@ -4,14 +4,17 @@
 //! a request only increments atomics it already holds. Families outlive tables, so counters
 //! keep counting across reloads.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Whether a request was live traffic or a mirrored copy.
@@ -80,13 +83,13 @@ pub enum MirrorDrop {
     no_endpoints,
 }
 
-type HistogramFactory = fn() -> Histogram;
+type HistogramFactory = fn() -> LatencyHistogram;
 
 /// Every metric the proxy exports.
 #[derive(Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
-    durations: Family<DurationLabels, Histogram, HistogramFactory>,
+    durations: Family<DurationLabels, LatencyHistogram, HistogramFactory>,
     connect_errors: Family<BackendLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     open_connections: Family<ListenerLabels, Gauge>,
@@ -96,10 +99,77 @@ pub struct Metrics {
     mirror_drops: [Counter; 4],
 }
 
-/// Request-duration buckets: ten per decade from 1 ms to 10 s, fine enough for a p99 estimate
-/// within about 13% by linear interpolation inside a bucket.
-fn duration_histogram() -> Histogram {
-    Histogram::new((0..=40).map(|i| 0.001 * 10f64.powf(f64::from(i) / 10.0)))
+/// Upper bounds of the request-duration buckets, in seconds (for the exposition) and in whole
+/// nanoseconds (for [`LatencyHistogram::observe`]): ten per decade from 1 ms to 10 s, fine
+/// enough for a p99 estimate within about 13% by linear interpolation inside a bucket.
+static BOUNDS: LazyLock<[(f64, u64); 41]> = LazyLock::new(|| {
+    std::array::from_fn(|i| {
+        let seconds = 0.001 * 10f64.powf(i as f64 / 10.0);
+        // A duration of n ns is at most the bound exactly when n <= floor(bound in ns).
+        (seconds, (seconds * 1e9).floor() as u64)
+    })
+});
+
+/// The request-duration histogram: fixed buckets ([`BOUNDS`] and +Inf), lock-free. An
+/// observation is two relaxed atomic adds (its bucket, and the sum in nanoseconds);
+/// prometheus-client's `Histogram` takes a mutex per observation instead, which the serving
+/// threads would contend for on a busy route.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram(Arc<HistogramCells>);
+
+#[derive(Debug)]
+struct HistogramCells {
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    buckets: [AtomicU64; 42],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for HistogramCells {
+    fn default() -> Self {
+        HistogramCells {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    #[inline]
+    pub fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS.partition_point(|&(_, bound)| bound < nanos);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// (upper bound in seconds, observations) per bucket, +Inf last; the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64) {
+        let buckets = BOUNDS
+            .iter()
+            .map(|&(seconds, _)| seconds)
+            .chain([f64::INFINITY])
+            .zip(&self.0.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (buckets, sum)
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (buckets, sum) = self.snapshot();
+        let count = buckets.iter().map(|&(_, n)| n).sum();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 impl Metrics {
@@ -114,7 +184,7 @@ impl Metrics {
         .map(|reason| mirror_dropped.get_or_create_owned(&MirrorDropLabels { reason }));
         let metrics = Metrics {
             requests: Family::default(),
-            durations: Family::new_with_constructor(duration_histogram as HistogramFactory),
+            durations: Family::new_with_constructor(LatencyHistogram::default as HistogramFactory),
             connect_errors: Family::default(),
             reloads: Family::default(),
             open_connections: Family::default(),
@@ -217,7 +287,7 @@ const CODES: usize = 500; // status codes 100..=599
 
 /// Pre-resolved metric handles of one (route, backend, traffic).
 pub struct RouteBackendMetrics {
-    duration: Histogram,
+    duration: LatencyHistogram,
     /// Counter per status code, resolved on first use so unused codes are not exported.
     codes: Box<[OnceLock<Counter>; CODES]>,
     requests: Family<RequestLabels, Counter>,
@@ -228,7 +298,7 @@ impl RouteBackendMetrics {
     /// Records one finished request.
     #[inline]
     pub fn record(&self, status: u16, elapsed: Duration) {
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration.observe(elapsed);
         let index = usize::from(status.clamp(100, 599) - 100);
         self.codes[index]
             .get_or_init(|| {
@@ -251,6 +321,22 @@ impl std::fmt::Debug for RouteBackendMetrics {
     }
 }
 
+/// One client connection counted in `serin_open_connections` for as long as it lives.
+pub struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    pub fn new(gauge: &Gauge) -> OpenConnection {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The registry and the metrics registered in it.
 pub struct Telemetry {
     pub registry: Registry,
@@ -270,5 +356,91 @@ impl Telemetry {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::histogram::Histogram;
+
+    use super::*;
+
+    fn exposition(register: impl FnOnce(&mut Registry)) -> String {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    /// The lock-free histogram is exposed exactly as prometheus-client's own `Histogram` with
+    /// the same bounds (what dashboards and the built-in metrics provider were written against).
+    #[test]
+    fn latency_histogram_exposition_matches_prometheus_clients_histogram() {
+        let ours = LatencyHistogram::default();
+        let theirs = Histogram::new(BOUNDS.iter().map(|&(s, _)| s));
+        let mut observations = vec![
+            Duration::ZERO,
+            Duration::from_micros(999),
+            Duration::from_millis(1),
+            Duration::from_micros(1001),
+            Duration::from_millis(250),
+            Duration::from_secs(10),
+            Duration::from_secs(11),
+            Duration::from_secs(3600),
+        ];
+        // Exactly on, and one nanosecond past, every bound.
+        for &(_, nanos) in BOUNDS.iter() {
+            observations.push(Duration::from_nanos(nanos));
+            observations.push(Duration::from_nanos(nanos + 1));
+        }
+        for d in &observations {
+            ours.observe(*d);
+            theirs.observe(d.as_secs_f64());
+        }
+        let a = exposition(|r| r.register("d", "help", ours));
+        let b = exposition(|r| r.register("d", "help", theirs));
+        let buckets = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| l.starts_with("d_bucket") || l.starts_with("d_count"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(buckets(&a), buckets(&b));
+        let sum = |s: &str| -> f64 {
+            let line = s.lines().find(|l| l.starts_with("d_sum")).unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(
+            (sum(&a) - sum(&b)).abs() < 1e-6,
+            "{} vs {}",
+            sum(&a),
+            sum(&b)
+        );
+    }
+
+    #[test]
+    fn a_route_backend_counts_codes_and_durations() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let handles = metrics.route_backend("ns/r", "ns/b", Traffic::live);
+        handles.record(200, Duration::from_millis(2));
+        handles.record(200, Duration::from_millis(3));
+        handles.record(503, Duration::from_millis(40));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let labels = r#"route="ns/r",backend="ns/b""#;
+        assert!(out.contains(&format!(
+            r#"serin_http_requests_total{{{labels},code="200",traffic="live"}} 2"#
+        )));
+        assert!(out.contains(&format!(
+            r#"serin_http_requests_total{{{labels},code="503",traffic="live"}} 1"#
+        )));
+        assert!(out.contains(&format!(
+            r#"serin_http_request_duration_seconds_count{{{labels},traffic="live"}} 3"#
+        )));
+        assert!(out.contains(&format!(
+            r#"serin_http_request_duration_seconds_sum{{{labels},traffic="live"}} 0.045"#
+        )));
     }
 }

@@ -21,19 +21,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::uri::{Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Request, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, MirrorDrop};
 use crate::table::MirrorPolicy;
+use crate::upstream::{PoolOptions, SendError, Upstream};
 
 /// Bounds of the mirroring machinery.
 #[derive(Debug, Clone)]
@@ -84,14 +82,11 @@ impl Mirror {
     /// Starts the worker; must be called inside a Tokio runtime.
     pub fn start(options: &MirrorOptions, metrics: Metrics) -> Mirror {
         let (jobs, queue) = mpsc::channel(options.queue.max(1));
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        tokio::spawn(worker(queue, client, options.clone(), metrics.clone()));
+        let upstream = Upstream::new(PoolOptions {
+            connect_timeout: options.connect_timeout,
+            ..PoolOptions::default()
+        });
+        tokio::spawn(worker(queue, upstream, options.clone(), metrics.clone()));
         Mirror {
             jobs,
             metrics,
@@ -161,7 +156,7 @@ fn copy_head(head: &Parts) -> Parts {
 
 async fn worker(
     mut queue: mpsc::Receiver<Job>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: Upstream<Full<Bytes>>,
     options: MirrorOptions,
     metrics: Metrics,
 ) {
@@ -170,22 +165,17 @@ async fn worker(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let client = client.clone();
+        let upstream = upstream.clone();
         let metrics = metrics.clone();
         let timeout = options.timeout;
         tokio::spawn(async move {
-            send(job, &client, timeout, &metrics).await;
+            send(job, &upstream, timeout, &metrics).await;
             drop(permit);
         });
     }
 }
 
-async fn send(
-    job: Job,
-    client: &Client<HttpConnector, Full<Bytes>>,
-    timeout: Duration,
-    metrics: &Metrics,
-) {
+async fn send(job: Job, upstream: &Upstream<Full<Bytes>>, timeout: Duration, metrics: &Metrics) {
     let body = match job.body {
         BodyCopy::Ready(b) => b,
         BodyCopy::Pending(rx) => match tokio::time::timeout(timeout, rx).await {
@@ -199,15 +189,12 @@ async fn send(
         return metrics.mirror_dropped(MirrorDrop::no_endpoints);
     };
     let mut head = job.head;
-    let path = head.uri.path_and_query().cloned();
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.clone());
-    uri.path_and_query = path;
-    let Ok(uri) = Uri::from_parts(uri) else {
-        return metrics.mirror_dropped(MirrorDrop::body_incomplete);
-    };
-    head.uri = uri;
+    head.uri = Uri::from(
+        head.uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
     head.version = Version::HTTP_11;
     let host = policy
         .host
@@ -221,21 +208,24 @@ async fn send(
     let started = Instant::now();
     let status = match tokio::time::timeout(
         timeout,
-        client.request(Request::from_parts(head, Full::new(body))),
+        upstream.send(endpoint, Request::from_parts(head, Full::new(body))),
     )
     .await
     {
-        Ok(Ok(response)) => {
+        Ok(Ok((response, connection))) => {
             let status = response.status().as_u16();
             // Read and discard the body so the connection can be reused.
-            let _ = tokio::time::timeout(timeout, response.into_body().collect()).await;
+            if let Ok(Ok(_)) = tokio::time::timeout(timeout, response.into_body().collect()).await {
+                connection.release();
+            }
             status
         }
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(SendError::Connect(e))) => {
+            tracing::debug!(error = %e, "mirror unreachable");
             policy.target.connect_errors.inc();
             502
         }
-        Ok(Err(_)) => 502,
+        Ok(Err(SendError::Http(_))) => 502,
         Err(_) => 504,
     };
     policy.metrics.record(status, started.elapsed());

@@ -56,6 +56,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("serving threads: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// A running proxy.
@@ -70,13 +72,16 @@ pub struct Running {
 /// Starts a proxy: binds the admin listener, loads and applies the configuration (failing on
 /// an invalid one), then watches it.
 pub async fn start(options: Options) -> Result<Running, StartError> {
+    let workers = options
+        .forward
+        .start_workers()
+        .map_err(StartError::Workers)?;
     let proxy = Arc::new(Proxy::new(Telemetry::new(), options.forward.clone()));
     let admin = Admin::new(proxy.clone());
     let (admin_addr, admin_task) = serve_admin(options.admin, admin.clone()).await?;
-
     let mut applier = Applier {
         proxy: proxy.clone(),
-        listeners: Listeners::new(options.bind, proxy.clone()),
+        listeners: Listeners::new(options.bind, proxy.clone(), Arc::new(workers)),
     };
     let source = FileSource::new(options.config.clone(), options.watch_interval);
     if let Err(e) = source.load(&mut applier) {
@@ -133,12 +138,16 @@ pub async fn start_kubernetes(
     client: kube::Client,
     options: KubernetesOptions,
 ) -> Result<Running, StartError> {
+    let workers = options
+        .forward
+        .start_workers()
+        .map_err(StartError::Workers)?;
     let proxy = Arc::new(Proxy::new(Telemetry::new(), options.forward.clone()));
     let admin = Admin::new(proxy.clone());
     let (admin_addr, admin_task) = serve_admin(options.admin, admin.clone()).await?;
     let mut applier = Applier {
         proxy: proxy.clone(),
-        listeners: Listeners::new(options.bind, proxy.clone()),
+        listeners: Listeners::new(options.bind, proxy.clone(), Arc::new(workers)),
     };
     let (stop, stopped) = oneshot::channel();
     let drain_timeout = options.drain_timeout;

@@ -1,6 +1,9 @@
 //! Listeners: one accept loop per Gateway listener port, HTTP/1.1 and h2c on each connection,
 //! and graceful drain.
 //!
+//! Accept loops run on the control runtime and hand each connection to a serving thread
+//! ([`Workers`]), where it is served to its end.
+//!
 //! Ports follow the table: a reload binds new ports *before* the table is swapped (a port that
 //! cannot be bound rejects the reload) and stops accepting on removed ports after; connections
 //! already open on a removed port finish normally.
@@ -14,11 +17,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ConfigError;
 use crate::forward::{Peer, Proxy};
+use crate::metrics::OpenConnection;
+use crate::mirror::RequestBody;
+use crate::upstream::Upstream;
+use crate::workers::Workers;
 
 /// Listeners bound but not yet serving; see [`Listeners::bind_new`].
 pub struct Bound(Vec<(u16, std::net::TcpListener)>);
@@ -27,6 +34,7 @@ pub struct Bound(Vec<(u16, std::net::TcpListener)>);
 pub struct Listeners {
     bind: IpAddr,
     proxy: Arc<Proxy>,
+    workers: Arc<Workers>,
     running: BTreeMap<u16, Running>,
     shutdown: watch::Sender<bool>,
     /// Each connection holds a clone; draining waits until all are dropped.
@@ -40,11 +48,13 @@ struct Running {
 }
 
 impl Listeners {
-    pub fn new(bind: IpAddr, proxy: Arc<Proxy>) -> Listeners {
+    /// Listeners on `bind` whose connections are served by `workers`.
+    pub fn new(bind: IpAddr, proxy: Arc<Proxy>, workers: Arc<Workers>) -> Listeners {
         let (alive, drained) = mpsc::channel(1);
         Listeners {
             bind,
             proxy,
+            workers,
             running: BTreeMap::new(),
             shutdown: watch::channel(false).0,
             alive: Some(alive),
@@ -83,6 +93,7 @@ impl Listeners {
                 listener,
                 port,
                 self.proxy.clone(),
+                self.workers.clone(),
                 stopped,
                 self.shutdown.subscribe(),
                 self.alive.clone(),
@@ -129,6 +140,7 @@ async fn accept_loop(
     listener: TcpListener,
     port: u16,
     proxy: Arc<Proxy>,
+    workers: Arc<Workers>,
     mut stopped: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     alive: Option<mpsc::Sender<()>>,
@@ -148,37 +160,73 @@ async fn accept_loop(
             _ = stopped.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let mut shutdown = shutdown.clone();
-        let alive = alive.clone();
-        let open = open.clone();
-        open.inc();
-        tokio::spawn(async move {
-            let _alive = alive;
-            let peer = Peer::new(remote);
-            let service = service_fn(move |req| {
-                let (proxy, peer) = (proxy.clone(), peer.clone());
-                async move { Ok::<_, Infallible>(proxy.serve(port, &peer, req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+        // Leave this runtime's reactor; the worker registers the socket with its own.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(port, %remote, error = %e, "accepted connection could not be handed over");
+                continue;
             }
-            open.dec();
+        };
+        let worker = workers.next();
+        let connection = Connection {
+            proxy: proxy.clone(),
+            upstream: worker.upstream.clone(),
+            peer: Peer::new(remote),
+            port,
+        };
+        let (shutdown, alive, open) = (shutdown.clone(), alive.clone(), OpenConnection::new(&open));
+        worker.spawn(async move {
+            let _alive = alive;
+            let _open = open;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(Arc::new(connection), stream, shutdown).await,
+                Err(e) => tracing::warn!(%remote, error = %e, "connection could not be registered"),
+            }
         });
+    }
+}
+
+/// What every request of one client connection shares.
+struct Connection {
+    proxy: Arc<Proxy>,
+    /// The serving thread's upstream pool.
+    upstream: Upstream<RequestBody>,
+    peer: Peer,
+    port: u16,
+}
+
+/// Serves one client connection (HTTP/1.1 or h2c) until it closes, or until `shutdown` asks
+/// it to finish its in-flight requests.
+async fn serve(
+    connection: Arc<Connection>,
+    stream: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let remote = connection.peer.addr;
+    let service = service_fn(move |req| {
+        let connection = connection.clone();
+        async move {
+            let c = &*connection;
+            Ok::<_, Infallible>(c.proxy.serve(c.port, &c.peer, &c.upstream, req).await)
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
 }
