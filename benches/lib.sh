@@ -35,6 +35,36 @@ need_debian() {
   fi
 }
 
+# Sets $OHA, installing oha (a constant-rate HTTP load generator that corrects for coordinated
+# omission) from crates.io into .cache/bench-tools once.
+need_oha() {
+  OHA=$(command -v oha || echo "$repo/.cache/bench-tools/bin/oha")
+  if [ ! -x "$OHA" ]; then
+    echo "installing oha (cargo install, once)"
+    cargo install --quiet --locked oha --root "$repo/.cache/bench-tools"
+  fi
+}
+
+# Total CPU ticks (user + system) of a process (all its threads) and of its direct children.
+cpu_ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    if [ -r "/proc/$p/stat" ]; then
+      total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    fi
+  done
+  echo "$total"
+}
+
+# Peak resident memory (VmHWM, KiB) of a process plus its direct children.
+peak_rss_kib() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    [ -r "/proc/$p/status" ] && total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+
 build_serin() {
   echo "building serin-proxy (release)"
   (cd "$repo" && cargo build --release --quiet --bin serin-proxy)

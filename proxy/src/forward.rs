@@ -3,9 +3,13 @@
 //!
 //! ```text
 //! request ─> load table ─> decide (match ─> pick) ─> endpoint (round robin)
-//!         ─> strip hop-by-hop, filters, X-Forwarded-* ─> upstream (pooled, timeouts)
+//!         ─> strip hop-by-hop, filters, X-Forwarded-*, mirror copies (queued, never awaited)
+//!         ─> this serving thread's upstream pool (connect or reuse; timeouts)
 //!         ─> strip hop-by-hop, response filters ─> record (code, duration) ─> client
+//!         ─> body streamed through; at its end the upstream connection returns to the pool
 //! ```
+//!
+//! It all runs on the serving thread that owns the client's connection ([`Workers`]).
 //!
 //! Every failure becomes a status code in [`ProxyError::status`]; a failure after a backend was
 //! picked is counted as that backend's response.

@@ -449,6 +449,78 @@ async fn admin_endpoints() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let (a, b, port) = two_backends().await;
+    let h = Harness::start_with(
+        port,
+        &[
+            (
+                "gw.yaml",
+                gateway_and_backends(port, &[("a", a.port()), ("b", b.port())]),
+            ),
+            ("route.yaml", weighted_route(1, 0)),
+        ],
+        |o| o.forward.workers = 2,
+    )
+    .await;
+    // One client connection (the harness client keeps it alive) lives on one serving thread,
+    // whose pool needs one connection to the backend for sequential requests.
+    for _ in 0..200 {
+        assert_eq!(h.get("/", &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(a.hits(), 200);
+    assert_eq!(a.connections(), 1);
+
+    // Concurrent requests over several client connections: the pools grow to the concurrency
+    // they see (at most one upstream connection per request in flight), then reuse.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<Bytes>>();
+        let url = h.url("/slow/50");
+        clients.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let req = http::Request::get(&url)
+                    .header("host", "h")
+                    .body(Default::default())
+                    .unwrap();
+                let r = Reply::read(client.request(req).await.unwrap()).await;
+                assert_eq!(r.status, StatusCode::OK);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(a.hits(), 280);
+    assert!(
+        (2..=9).contains(&a.connections()),
+        "{} upstream connections for 8 concurrent clients",
+        a.connections()
+    );
+}
+
+#[tokio::test]
+async fn http10_requests_without_host_name_the_endpoint() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b, port) = two_backends().await;
+    let _h = split_harness(&a, &b, port, 1, 0).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /old HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let seen = a.seen.lock().unwrap().clone();
+    assert_eq!(seen, [(format!("127.0.0.1:{}", a.port()), 0)]);
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let (a, _b, port) = two_backends().await;
     let mut h = split_harness(&a, &_b, port, 1, 0).await;

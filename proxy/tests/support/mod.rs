@@ -28,6 +28,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
     pub hits: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicU64>,
     /// Every request seen: (host header, body length).
     pub seen: Arc<Mutex<Vec<(String, usize)>>>,
     task: tokio::task::JoinHandle<()>,
@@ -46,13 +48,20 @@ impl TestBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (n, h, s) = (name.to_owned(), hits.clone(), seen.clone());
+        let (n, h, s, c) = (
+            name.to_owned(),
+            hits.clone(),
+            seen.clone(),
+            connections.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, Ordering::Relaxed);
                 let (n, h, s) = (n.clone(), h.clone(), s.clone());
                 tokio::spawn(async move {
                     let service =
@@ -67,6 +76,7 @@ impl TestBackend {
             addr,
             name: name.to_owned(),
             hits,
+            connections,
             seen,
             task,
         }
@@ -78,6 +88,10 @@ impl TestBackend {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
