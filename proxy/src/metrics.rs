@@ -73,7 +73,7 @@ pub struct MirrorDropLabels {
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum MirrorDrop {
-    /// The mirror queue was full (the mirror is slow or down).
+    /// The mirror queue, shared by every mirror backend, was full.
     queue_full,
     /// The request body is larger than the mirror body limit.
     body_too_large,
@@ -81,6 +81,9 @@ pub enum MirrorDrop {
     body_incomplete,
     /// The mirror backend has no endpoints.
     no_endpoints,
+    /// The mirror backend already has its share of copies waiting or in flight (it is slow,
+    /// hung or down).
+    backend_busy,
 }
 
 type HistogramFactory = fn() -> LatencyHistogram;
@@ -96,7 +99,7 @@ pub struct Metrics {
     unrouted: Counter,
     mirror_dropped: Family<MirrorDropLabels, Counter>,
     /// `mirror_dropped` handles by reason, in the order of [`MirrorDrop`]'s variants.
-    mirror_drops: [Counter; 4],
+    mirror_drops: [Counter; 5],
 }
 
 /// Upper bounds of the request-duration buckets, in seconds (for the exposition) and in whole
@@ -180,6 +183,7 @@ impl Metrics {
             MirrorDrop::body_too_large,
             MirrorDrop::body_incomplete,
             MirrorDrop::no_endpoints,
+            MirrorDrop::backend_busy,
         ]
         .map(|reason| mirror_dropped.get_or_create_owned(&MirrorDropLabels { reason }));
         let metrics = Metrics {
@@ -278,6 +282,7 @@ impl Metrics {
             MirrorDrop::body_too_large => 1,
             MirrorDrop::body_incomplete => 2,
             MirrorDrop::no_endpoints => 3,
+            MirrorDrop::backend_busy => 4,
         };
         self.mirror_drops[index].inc();
     }

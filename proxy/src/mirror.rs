@@ -4,9 +4,15 @@
 //! ```text
 //! live request ──tee──> primary            (body frames pass through untouched)
 //!      │         └─ copy of the body, up to `body_limit`, handed over when the body ends
-//!      └─ try_send(job) ──> bounded queue ──> worker ──(≤ concurrency permits)──> mirror
-//!                  └─ full: dropped, counted in serin_mirror_dropped_total{reason="queue_full"}
+//!      ├─ mirror backend has `concurrency` copies admitted: dropped, reason="backend_busy"
+//!      ├─ queue full: dropped, reason="queue_full"
+//!      └─ try_send(job) ──> bounded queue ──> worker ──(≤ total_concurrency)──> mirror
 //! ```
+//!
+//! Both checks come before the request head is copied, so a saturated mirror costs the live
+//! path two atomic operations and a counter. The per-backend bound isolates mirrors from each
+//! other: a hung mirror backend holds at most `concurrency` copies, and the others' copies
+//! still flow.
 //!
 //! A mirrored request is recorded under `traffic="mirror"` with the mirror's status code (502 on
 //! connect errors, 504 after `timeout`), so a canary's success rate and latency under mirroring
@@ -14,8 +20,10 @@
 //! or, for a `serin.dev/Backend`, the endpoint address; the original host stays in
 //! `X-Forwarded-Host`.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,10 +44,13 @@ use crate::upstream::{PoolOptions, SendError, Upstream};
 /// Bounds of the mirroring machinery.
 #[derive(Debug, Clone)]
 pub struct MirrorOptions {
-    /// Copies waiting to be sent; more are dropped.
+    /// Copies waiting to be sent, all mirror backends together; more are dropped.
     pub queue: usize,
-    /// Copies in flight at once.
+    /// Copies admitted (waiting or in flight) per mirror backend; more are dropped, so one slow
+    /// or hung mirror backend holds up no other.
     pub concurrency: usize,
+    /// Copies in flight at once, all mirror backends together.
+    pub total_concurrency: usize,
     /// Largest request body mirrored; a larger body is not mirrored.
     pub body_limit: usize,
     /// Time allowed for a mirror's response headers (and for the live body to finish).
@@ -52,6 +63,7 @@ impl Default for MirrorOptions {
         MirrorOptions {
             queue: 1024,
             concurrency: 128,
+            total_concurrency: 1024,
             body_limit: 64 * 1024,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
@@ -64,12 +76,26 @@ pub struct Mirror {
     jobs: mpsc::Sender<Job>,
     metrics: Metrics,
     body_limit: usize,
+    per_backend: usize,
+    /// Admitted copies per mirror backend name, shared by every table's policies for it, so that
+    /// a reload does not forget copies still hanging.
+    admitted: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
 }
 
 struct Job {
     policy: Arc<MirrorPolicy>,
     head: Parts,
     body: BodyCopy,
+    _slot: Slot,
+}
+
+/// One admitted copy, counted against its mirror backend until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 enum BodyCopy {
@@ -91,7 +117,25 @@ impl Mirror {
             jobs,
             metrics,
             body_limit: options.body_limit,
+            per_backend: options.concurrency.max(1),
+            admitted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Admits one more copy for `policy`'s backend, unless it already has its share.
+    fn admit(&self, policy: &MirrorPolicy) -> Option<Slot> {
+        let counter = policy.admitted.get_or_init(|| {
+            let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+            admitted
+                .entry(policy.target.name.clone())
+                .or_default()
+                .clone()
+        });
+        if counter.fetch_add(1, Ordering::AcqRel) >= self.per_backend {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(counter.clone()))
     }
 
     /// Queues copies of a request for `policies`. Returns the body to send to the primary: the
@@ -110,7 +154,11 @@ impl Mirror {
                 self.metrics.mirror_dropped(MirrorDrop::body_too_large);
                 continue;
             }
-            // A full queue drops the copy: find out before copying the request head.
+            // A busy mirror or a full queue drops the copy: find out before copying the head.
+            let Some(slot) = self.admit(policy) else {
+                self.metrics.mirror_dropped(MirrorDrop::backend_busy);
+                continue;
+            };
             if self.jobs.capacity() == 0 {
                 self.metrics.mirror_dropped(MirrorDrop::queue_full);
                 continue;
@@ -125,6 +173,7 @@ impl Mirror {
                 policy: policy.clone(),
                 head: copy_head(head),
                 body: copy,
+                _slot: slot,
             };
             match self.jobs.try_send(job) {
                 Ok(()) => waiting.extend(tx),
@@ -160,7 +209,7 @@ async fn worker(
     options: MirrorOptions,
     metrics: Metrics,
 ) {
-    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(options.total_concurrency.max(1)));
     while let Some(job) = queue.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;

@@ -453,10 +453,86 @@ async fn mirror_hanging_for_ten_seconds_does_not_affect_the_live_path_and_drops_
         o.forward.mirror.timeout = Duration::from_secs(10);
     })
     .await;
-    // 4 copies hang in flight, 8 wait in the queue; the rest were dropped, not waited for.
+    // 4 copies hang; the rest were dropped, not waited for.
     let dropped = sample(
         &h.metrics().await,
-        "serin_mirror_dropped_total{reason=\"queue_full\"}",
+        "serin_mirror_dropped_total{reason=\"backend_busy\"}",
     );
-    assert!(dropped >= 280.0, "{dropped} dropped");
+    assert!(dropped >= 290.0, "{dropped} dropped");
+}
+
+/// One hung mirror backend holds its own share of copies only: another route's mirror keeps
+/// getting every copy.
+#[tokio::test]
+async fn a_hung_mirror_does_not_stop_other_mirrors() {
+    let (hung_port, _hung) = hanging_server().await;
+    let (primary, shadow, port) = (
+        TestBackend::start("primary").await,
+        TestBackend::start("shadow").await,
+        free_port(),
+    );
+    let mirror_rule = |section: &str, backend: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {section}, namespace: test}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{section}.example.com]\n  rules:\n  - filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{group: serin.dev, kind: Backend, name: {backend}}}}}}}]\n    backendRefs: [{{group: serin.dev, kind: Backend, name: primary}}]\n"
+        )
+    };
+    let files = [
+        (
+            "gw.yaml",
+            gateway_and_backends(
+                port,
+                &[
+                    ("primary", primary.port()),
+                    ("shadow", shadow.port()),
+                    ("hung", hung_port),
+                ],
+            ),
+        ),
+        (
+            "routes.yaml",
+            mirror_rule("stuck", "hung") + &mirror_rule("fine", "shadow"),
+        ),
+    ];
+    let h = Harness::start_with(port, &files, |o| {
+        o.forward.mirror.concurrency = 4;
+        o.forward.mirror.queue = 8;
+        o.forward.mirror.timeout = Duration::from_secs(10);
+    })
+    .await;
+    let request = |host: &'static str| {
+        http::Request::get(h.url("/"))
+            .header("host", host)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // Far more copies for the hung mirror than the queue holds...
+    for _ in 0..100 {
+        let r = Reply::read(
+            h.client
+                .request(request("stuck.example.com"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // ...and every copy for the healthy one still arrives, one request at a time.
+    for i in 0..20 {
+        let r = Reply::read(h.client.request(request("fine.example.com")).await.unwrap()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shadow.hits() < i + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "copy {i} did not reach the healthy mirror"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let m = h.metrics().await;
+    assert!(sample(&m, "serin_mirror_dropped_total{reason=\"backend_busy\"}") >= 96.0);
+    assert_eq!(
+        sample(&m, "serin_mirror_dropped_total{reason=\"queue_full\"}"),
+        0.0
+    );
 }

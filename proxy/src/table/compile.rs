@@ -18,7 +18,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gateway_api::experimental::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom};
@@ -672,6 +672,7 @@ impl RuleContext<'_, '_> {
             host,
             numerator: numerator as u32,
             denominator: denominator as u32,
+            admitted: OnceLock::new(),
         }))
     }
 

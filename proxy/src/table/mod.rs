@@ -18,8 +18,8 @@ pub mod filters;
 pub mod matching;
 pub mod split;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fnv::FnvHashMap;
@@ -107,6 +107,9 @@ pub struct MirrorPolicy {
     pub denominator: u32,
     /// Handles with `traffic="mirror"`.
     pub metrics: RouteBackendMetrics,
+    /// Copies for this mirror's backend admitted and not yet finished: set on first use by the
+    /// mirror sender, which shares one counter per backend across tables.
+    pub admitted: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl MirrorPolicy {
