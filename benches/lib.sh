@@ -92,5 +92,74 @@ CONF
   for port in "$@"; do wait_port "$port"; done
 }
 
+# serin_split_yaml PORT PRIMARY CANARY: a Gateway listening on PORT, two serin.dev Backends on
+# ports PRIMARY and CANARY, and an HTTPRoute splitting 90/10 between them (the benchmark job).
+serin_split_yaml() {
+  cat <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bench}
+spec:
+  gatewayClassName: serin
+  listeners: [{name: split, port: $1, protocol: HTTP}]
+---
+apiVersion: serin.dev/v1alpha1
+kind: Backend
+metadata: {name: primary}
+spec: {endpoints: [{host: 127.0.0.1, port: $2}]}
+---
+apiVersion: serin.dev/v1alpha1
+kind: Backend
+metadata: {name: canary}
+spec: {endpoints: [{host: 127.0.0.1, port: $3}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split}
+spec:
+  parentRefs: [{name: bench}]
+  rules:
+  - backendRefs:
+    - {group: serin.dev, kind: Backend, name: primary, weight: 90}
+    - {group: serin.dev, kind: Backend, name: canary, weight: 10}
+EOF
+}
+
+# nginx_split_conf DIR PORT PRIMARY CANARY WORKERS [LINE...]: nginx.conf in DIR for nginx as the
+# same 90/10 proxy (weighted upstream, keep-alive to the backends, no access log); extra LINEs
+# go to the main context.
+nginx_split_conf() {
+  local dir=$1 port=$2 primary=$3 canary=$4 workers=$5
+  shift 5
+  mkdir -p "$dir"
+  {
+    echo "worker_processes $workers;"
+    for line in "$@"; do echo "$line"; done
+    cat <<EOF
+daemon off;
+pid $dir/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream split {
+    server 127.0.0.1:$primary weight=90;
+    server 127.0.0.1:$canary weight=10;
+    keepalive 256;
+  }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://split;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  } > "$dir/nginx.conf"
+}
+
 # The median of the numbers on standard input.
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
