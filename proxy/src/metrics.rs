@@ -146,7 +146,7 @@ impl LatencyHistogram {
     }
 
     /// (upper bound in seconds, observations) per bucket, +Inf last; the sum in seconds.
-    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64) {
+    fn snapshot(&self) -> (Vec<(f64, u64)>, f64) {
         let buckets = BOUNDS
             .iter()
             .map(|&(seconds, _)| seconds)

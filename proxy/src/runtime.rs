@@ -72,17 +72,9 @@ pub struct Running {
 /// Starts a proxy: binds the admin listener, loads and applies the configuration (failing on
 /// an invalid one), then watches it.
 pub async fn start(options: Options) -> Result<Running, StartError> {
-    let workers = options
-        .forward
-        .start_workers()
-        .map_err(StartError::Workers)?;
-    let proxy = Arc::new(Proxy::new(Telemetry::new(), options.forward.clone()));
+    let (proxy, mut applier) = serving(&options.forward, options.bind)?;
     let admin = Admin::new(proxy.clone());
     let (admin_addr, admin_task) = serve_admin(options.admin, admin.clone()).await?;
-    let mut applier = Applier {
-        proxy: proxy.clone(),
-        listeners: Listeners::new(options.bind, proxy.clone(), Arc::new(workers)),
-    };
     let source = FileSource::new(options.config.clone(), options.watch_interval);
     if let Err(e) = source.load(&mut applier) {
         admin_task.abort();
@@ -138,17 +130,9 @@ pub async fn start_kubernetes(
     client: kube::Client,
     options: KubernetesOptions,
 ) -> Result<Running, StartError> {
-    let workers = options
-        .forward
-        .start_workers()
-        .map_err(StartError::Workers)?;
-    let proxy = Arc::new(Proxy::new(Telemetry::new(), options.forward.clone()));
+    let (proxy, mut applier) = serving(&options.forward, options.bind)?;
     let admin = Admin::new(proxy.clone());
     let (admin_addr, admin_task) = serve_admin(options.admin, admin.clone()).await?;
-    let mut applier = Applier {
-        proxy: proxy.clone(),
-        listeners: Listeners::new(options.bind, proxy.clone(), Arc::new(workers)),
-    };
     let (stop, stopped) = oneshot::channel();
     let drain_timeout = options.drain_timeout;
     let ready = admin.clone();
@@ -164,6 +148,18 @@ pub async fn start_kubernetes(
         stop,
         task,
     })
+}
+
+/// The proxy and what applies configuration to it: the serving threads and listeners on
+/// `bind`, none bound yet.
+fn serving(forward: &ForwardOptions, bind: IpAddr) -> Result<(Arc<Proxy>, Applier), StartError> {
+    let workers = forward.start_workers().map_err(StartError::Workers)?;
+    let proxy = Arc::new(Proxy::new(Telemetry::new(), forward.clone()));
+    let applier = Applier {
+        proxy: proxy.clone(),
+        listeners: Listeners::new(bind, proxy.clone(), Arc::new(workers)),
+    };
+    Ok((proxy, applier))
 }
 
 /// Binds the admin listener and serves it from a task of its own.

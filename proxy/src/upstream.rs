@@ -191,8 +191,9 @@ where
         Ok((response, self.lend(endpoint, sender)))
     }
 
-    /// Idle connections to `endpoint` (for tests and `/routes`-style introspection).
-    pub fn idle_count(&self, endpoint: &Authority) -> usize {
+    /// Idle connections to `endpoint`.
+    #[cfg(test)]
+    fn idle_count(&self, endpoint: &Authority) -> usize {
         self.shared
             .idle
             .lock()

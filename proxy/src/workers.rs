@@ -59,14 +59,6 @@ impl Workers {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         &self.workers[i]
     }
-
-    pub fn len(&self) -> usize {
-        self.workers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
-    }
 }
 
 impl Worker {
