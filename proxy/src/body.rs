@@ -1,6 +1,5 @@
 //! The response body the proxy sends: the backend's body streamed through (optionally under a
-//! deadline), or a short message the proxy writes itself. The backend's connection goes back to
-//! its pool when the body has been read to its end.
+//! deadline), or a short message the proxy writes itself.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -8,11 +7,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::mirror::RequestBody;
-use crate::upstream::Pooled;
+use crate::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,10 +22,8 @@ pub struct ProxyBody {
 #[derive(Debug)]
 enum Inner {
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         deadline: Option<Pin<Box<Sleep>>>,
-        /// The connection the body arrives on, released at the body's end.
-        connection: Option<Pooled<RequestBody>>,
     },
     Message(Option<Bytes>),
 }
@@ -40,23 +35,14 @@ pub struct BodyTimeout;
 
 impl ProxyBody {
     /// Streams `body`, failing (and so resetting the client's stream) if it is not finished by
-    /// `deadline`, and releases `connection` once the body has ended.
-    pub fn upstream(
-        body: Incoming,
-        connection: Pooled<RequestBody>,
-        deadline: Option<Instant>,
-    ) -> ProxyBody {
-        let connection = if body.is_end_stream() {
-            connection.release();
-            None
-        } else {
-            Some(connection)
-        };
+    /// `deadline`.
+    pub fn upstream(body: UpstreamBody, deadline: Option<Instant>) -> ProxyBody {
+        // A body already complete needs no deadline.
+        let deadline = deadline.filter(|_| !body.is_end_stream());
         ProxyBody {
             inner: Inner::Upstream {
                 body,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-                connection,
             },
         }
     }
@@ -83,20 +69,8 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().inner {
-            Inner::Upstream {
-                body,
-                deadline,
-                connection,
-            } => {
+            Inner::Upstream { body, deadline } => {
                 if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
-                    let ended = match &frame {
-                        None => true,
-                        Some(Ok(_)) => body.is_end_stream(),
-                        Some(Err(_)) => false,
-                    };
-                    if ended && let Some(connection) = connection.take() {
-                        connection.release();
-                    }
                     return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
                 }
                 match deadline {

@@ -51,8 +51,8 @@ pub enum ProxyError {
     Connect(#[source] crate::upstream::ConnectError),
     #[error("the backend did not answer in time")]
     Timeout,
-    #[error("the backend request failed: {0}")]
-    Upstream(#[source] hyper::Error),
+    #[error("{0}")]
+    Upstream(#[source] crate::upstream::SendError),
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
 }

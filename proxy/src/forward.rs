@@ -153,7 +153,7 @@ impl Proxy {
         &self,
         port: u16,
         client: &Peer,
-        upstream: &Upstream<RequestBody>,
+        upstream: &Upstream,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -193,7 +193,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: Incoming,
         client: &Peer,
-        upstream: &Upstream<RequestBody>,
+        upstream: &Upstream,
         start: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let rule = decision.rule;
@@ -265,12 +265,12 @@ impl Proxy {
                 .map_err(|_| ProxyError::Timeout)?,
             None => pending.await,
         };
-        let (response, connection) = result.map_err(|e| match e {
+        let response = result.map_err(|e| match e {
             SendError::Connect(e) => {
                 target.connect_errors.inc();
                 ProxyError::Connect(e)
             }
-            SendError::Http(e) => ProxyError::Upstream(e),
+            e @ SendError::Exchange { .. } => ProxyError::Upstream(e),
         })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -285,7 +285,7 @@ impl Proxy {
         let body_deadline = rule.timeout.map(|t| start + t);
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, connection, body_deadline),
+            ProxyBody::upstream(body, body_deadline),
         ))
     }
 }
@@ -330,7 +330,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    // Transfer-Encoding is hop-by-hop too, but hyper owns message framing on both sides.
+    // Transfer-Encoding is hop-by-hop too, but it describes the body as the upstream client
+    // hands it over (decoded) and hyper's server frames it again from that header.
 }
 
 /// The position of `name` in [`HOP_BY_HOP`]: one string match (a length switch, then one

@@ -205,7 +205,7 @@ fn copy_head(head: &Parts) -> Parts {
 
 async fn worker(
     mut queue: mpsc::Receiver<Job>,
-    upstream: Upstream<Full<Bytes>>,
+    upstream: Upstream,
     options: MirrorOptions,
     metrics: Metrics,
 ) {
@@ -224,7 +224,7 @@ async fn worker(
     }
 }
 
-async fn send(job: Job, upstream: &Upstream<Full<Bytes>>, timeout: Duration, metrics: &Metrics) {
+async fn send(job: Job, upstream: &Upstream, timeout: Duration, metrics: &Metrics) {
     let body = match job.body {
         BodyCopy::Ready(b) => b,
         BodyCopy::Pending(rx) => match tokio::time::timeout(timeout, rx).await {
@@ -261,12 +261,10 @@ async fn send(job: Job, upstream: &Upstream<Full<Bytes>>, timeout: Duration, met
     )
     .await
     {
-        Ok(Ok((response, connection))) => {
+        Ok(Ok(response)) => {
             let status = response.status().as_u16();
-            // Read and discard the body so the connection can be reused.
-            if let Ok(Ok(_)) = tokio::time::timeout(timeout, response.into_body().collect()).await {
-                connection.release();
-            }
+            // Read and discard the body: at its end the connection can be reused.
+            let _ = tokio::time::timeout(timeout, response.into_body().collect()).await;
             status
         }
         Ok(Err(SendError::Connect(e))) => {
@@ -274,7 +272,7 @@ async fn send(job: Job, upstream: &Upstream<Full<Bytes>>, timeout: Duration, met
             policy.target.connect_errors.inc();
             502
         }
-        Ok(Err(SendError::Http(_))) => 502,
+        Ok(Err(SendError::Exchange { .. })) => 502,
         Err(_) => 504,
     };
     policy.metrics.record(status, started.elapsed());

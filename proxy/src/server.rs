@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, watch};
 use crate::error::ConfigError;
 use crate::forward::{Peer, Proxy};
 use crate::metrics::OpenConnection;
-use crate::mirror::RequestBody;
 use crate::upstream::Upstream;
 use crate::workers::Workers;
 
@@ -191,7 +190,7 @@ async fn accept_loop(
 struct Connection {
     proxy: Arc<Proxy>,
     /// The serving thread's upstream pool.
-    upstream: Upstream<RequestBody>,
+    upstream: Upstream,
     peer: Peer,
     port: u16,
 }

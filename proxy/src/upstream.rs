@@ -1,39 +1,51 @@
-//! Upstream HTTP/1.1 connections, pooled per endpoint.
+//! Upstream HTTP/1.1 connections, pooled per endpoint, and the exchanges on them.
 //!
-//! Each serving thread owns one [`Upstream`] (so the pool's lock is never contended and a
-//! connection's task runs on the thread that uses it); the mirror has its own.
+//! Each serving thread owns one [`Upstream`]; the mirror has its own. An exchange runs inside
+//! the task of the request it serves: the request is written and the response read by that
+//! task, and the response body is read from the socket by whoever polls the body (the client
+//! connection's task). No task per upstream connection, no channel between tasks.
 //!
 //! ```text
 //! send(endpoint, request)
-//!   ─> idle connection to endpoint (newest first; closed or expired ones are dropped)
-//!   │    └─ the request was never written (the backend closed it meanwhile): next one
-//!   └─ none left: connect (timeout, TCP_NODELAY, keep-alive probes) ─> handshake ─> spawn it
-//!   ─> response ─> its body streams to the caller ─> at the body's end, [`Pooled::release`]
-//!      puts the connection back; a body dropped early closes the connection instead.
+//!   ─> idle connection to endpoint (newest first; one the backend closed is dropped)
+//!   └─ none left: connect (timeout, TCP_NODELAY, keep-alive probes)
+//!   ─> write head (+ body) ─> read head (1xx skipped) ─> Response<UpstreamBody>
+//!   │    └─ a reused connection failed before any response byte and the request can be
+//!   │       sent again (idempotent, no body): next connection
+//!   ─> the body streams to the caller; at its end the connection goes back to the pool,
+//!      unless the backend asked to close it; a body dropped early closes the connection.
 //! ```
 //!
-//! Built on `hyper::client::conn::http1` rather than hyper-util's pooled client: per request
-//! that client boxes futures, races a checkout against a lazy connect and spawns a task to
-//! watch each connection become idle again; the load benchmark (`benches/run`) measured this
-//! pool's CPU per proxied request against it.
+//! Hand-written on httparse rather than on hyper's client: that client drives each connection
+//! from a task of its own, so a request crossed tasks twice (request over, head and body back);
+//! `benches/callgrind` measured the instructions per proxied request of both (README
+//! "Benchmarks"). [`wire`] holds the message syntax. The request body is sent whole before the
+//! response is read (a backend that answers early and stops reading is still heard: its answer
+//! is read after the failed write); protocol upgrades (101) are refused with an error.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use fnv::FnvHashMap;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::body::BoxError;
+pub use body::UpstreamBody;
+use wire::{Parsed, RequestFraming, ResponseHead};
+
+mod body;
+mod wire;
 
 /// Settings of an upstream pool.
 #[derive(Debug, Clone)]
@@ -60,31 +72,23 @@ impl Default for PoolOptions {
 }
 
 /// A pool of HTTP/1.1 connections to any number of endpoints. Cloning shares the pool.
-pub struct Upstream<B> {
-    shared: Arc<Shared<B>>,
+#[derive(Clone)]
+pub struct Upstream {
+    shared: Arc<Shared>,
 }
 
-impl<B> Clone for Upstream<B> {
-    fn clone(&self) -> Self {
-        Upstream {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-struct Shared<B> {
+struct Shared {
     /// Idle connections by endpoint (`host:port` exactly as configured), most recent last.
     /// Keyed by the string with FNV: `Authority`'s case-insensitive hashing and comparison,
     /// byte by byte, cost more than the rest of a checkout.
-    idle: Mutex<FnvHashMap<Box<str>, Vec<Idle<B>>>>,
+    idle: Mutex<FnvHashMap<Box<str>, Vec<Idle>>>,
     /// Sweeps so far; an idle connection is stamped with it instead of reading the clock.
     sweeps: AtomicU64,
     options: PoolOptions,
-    http1: http1::Builder,
 }
 
-struct Idle<B> {
-    sender: SendRequest<B>,
+struct Idle {
+    conn: Conn,
     /// [`Shared::sweeps`] when the connection became idle.
     since: u64,
 }
@@ -93,12 +97,58 @@ struct Idle<B> {
 /// `idle_timeout` × (1 + 1/SWEEPS) after its last use.
 const SWEEPS: u32 = 4;
 
-/// A connection lent out for one exchange. [`release`](Pooled::release) it once the response
-/// body has been read to its end; dropping it closes the connection.
-pub struct Pooled<B> {
-    sender: SendRequest<B>,
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 8 * 1024;
+/// Request bytes gathered before they are written.
+const WRITE_SIZE: usize = 64 * 1024;
+
+/// One upstream connection and its buffers.
+struct Conn {
+    io: TcpStream,
+    /// Received and not yet consumed.
+    read: BytesMut,
+    /// The request being written (kept to reuse its allocation).
+    write: Vec<u8>,
+}
+
+impl Conn {
+    fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            read: BytesMut::with_capacity(READ_SIZE),
+            write: Vec::new(),
+        }
+    }
+
+    /// Reads what the socket has into `read`; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_SIZE / 2 {
+            self.read.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// False if the backend closed the connection (or sent something unasked) while it was
+    /// idle. Costs no system call unless the socket has been reported readable.
+    fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness can be left over from the last response; look.
+            Poll::Ready(Ok(())) => matches!(
+                self.io.try_read(&mut [0; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+}
+
+/// A connection lent out for one exchange, returned to its pool by [`Lease::release`].
+struct Lease {
+    conn: Conn,
     endpoint: Authority,
-    pool: Weak<Shared<B>>,
+    pool: Weak<Shared>,
 }
 
 /// Why no connection to an endpoint could be established.
@@ -123,12 +173,31 @@ pub enum ConnectError {
         endpoint: Authority,
         timeout: Duration,
     },
-    #[error("connecting to {endpoint}: HTTP/1.1 handshake: {source}")]
-    Handshake {
-        endpoint: Authority,
-        #[source]
-        source: hyper::Error,
-    },
+}
+
+/// What went wrong in an exchange with a backend, after the connection was established.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("writing the request: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading the response: {0}")]
+    Read(#[source] io::Error),
+    #[error("the backend closed the connection without answering")]
+    ClosedBeforeResponse,
+    #[error("the backend closed the connection in the middle of the response head")]
+    ClosedInHead,
+    #[error("the backend closed the connection before the end of the response body")]
+    ClosedInBody,
+    #[error("invalid response head: {0}")]
+    Parse(#[source] httparse::Error),
+    #[error("response head larger than {} KiB", wire::MAX_HEAD / 1024)]
+    HeadTooLarge,
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    #[error("the request body: {0}")]
+    RequestBody(#[source] BoxError),
+    #[error("the request body does not match its content-length")]
+    RequestBodyLength,
 }
 
 /// Why an exchange with an endpoint failed.
@@ -136,59 +205,85 @@ pub enum ConnectError {
 pub enum SendError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The request was (possibly) written, and the exchange failed after that.
-    #[error("{0}")]
-    Http(#[source] hyper::Error),
+    #[error("exchange with {endpoint}: {source}")]
+    Exchange {
+        endpoint: Authority,
+        #[source]
+        source: ExchangeError,
+    },
 }
 
-impl<B> Upstream<B>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    /// An empty pool. Must be called inside a Tokio runtime: connections are driven by tasks
-    /// of that runtime's, and a task of its own closes expired idle connections.
-    pub fn new(options: PoolOptions) -> Upstream<B> {
-        let mut http1 = http1::Builder::new();
-        // Backends in the wild fold headers and pad names; accept what browsers accept.
-        http1.allow_obsolete_multiline_headers_in_responses(true);
+impl Upstream {
+    /// An empty pool. Must be called inside a Tokio runtime: connections are registered with
+    /// that runtime's reactor, and a task of its own closes expired idle connections.
+    pub fn new(options: PoolOptions) -> Upstream {
         let shared = Arc::new(Shared {
             idle: Mutex::new(FnvHashMap::default()),
             sweeps: AtomicU64::new(0),
             options,
-            http1,
         });
         tokio::spawn(sweep(Arc::downgrade(&shared)));
         Upstream { shared }
     }
 
     /// Sends `request` (its URI in origin form, with a `Host` header) to `endpoint` over a
-    /// pooled connection, or a new one. A request that a reused connection never wrote (the
-    /// backend closed it while idle) goes out on the next connection.
-    pub async fn send(
+    /// pooled connection, or a new one, and reads the response head. The body streams from the
+    /// connection as it is polled.
+    pub async fn send<B>(
         &self,
         endpoint: &Authority,
-        mut request: Request<B>,
-    ) -> Result<(Response<Incoming>, Pooled<B>), SendError> {
-        while let Some(mut sender) = self.checkout(endpoint) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lend(endpoint, sender))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Http(e.into_error())),
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody>, SendError>
+    where
+        B: Body + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let (head, mut body) = request.into_parts();
+        let framing = RequestFraming::choose(
+            &head.headers,
+            body.is_end_stream(),
+            body.size_hint().exact(),
+        );
+        let head_request = head.method == Method::HEAD;
+        let replayable = framing == RequestFraming::Empty && wire::idempotent(&head.method);
+        let failed = |source| SendError::Exchange {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        loop {
+            let (mut conn, reused) = match self.checkout(endpoint) {
+                Some(conn) => (conn, true),
+                None => (self.connect(endpoint).await?, false),
+            };
+            conn.write.clear();
+            wire::encode_head(&mut conn.write, &head, framing);
+            let result = match exchange(&mut conn, &mut body, framing, head_request).await {
+                // The backend may have answered before it stopped reading the request.
+                Err(ExchangeError::Write(e)) => match read_head(&mut conn, head_request).await {
+                    Ok(response) => Ok(response),
+                    Err(_) => Err(ExchangeError::Write(e)),
                 },
+                other => other,
+            };
+            match result {
+                Ok(response) => {
+                    let lease = Lease {
+                        conn,
+                        endpoint: endpoint.clone(),
+                        pool: Arc::downgrade(&self.shared),
+                    };
+                    return Ok(UpstreamBody::response(response, lease));
+                }
+                // A connection the backend closed while it sat idle: the request never
+                // reached it, or never got an answer and can be sent again.
+                Err(
+                    ExchangeError::Write(_)
+                    | ExchangeError::ClosedBeforeResponse
+                    | ExchangeError::Read(_),
+                ) if reused && replayable && conn.read.is_empty() => {}
+                Err(e) => return Err(failed(e)),
             }
         }
-        let mut sender = self.connect(endpoint).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(SendError::Http)?;
-        Ok((response, self.lend(endpoint, sender)))
     }
 
     /// Idle connections to `endpoint`.
@@ -201,28 +296,19 @@ where
             .unwrap_or(0)
     }
 
-    fn lend(&self, endpoint: &Authority, sender: SendRequest<B>) -> Pooled<B> {
-        Pooled {
-            sender,
-            endpoint: endpoint.clone(),
-            pool: Arc::downgrade(&self.shared),
-        }
-    }
-
-    /// The most recently used idle connection that is still open (expired ones are closed by
-    /// the sweeper).
-    fn checkout(&self, endpoint: &Authority) -> Option<SendRequest<B>> {
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self, endpoint: &Authority) -> Option<Conn> {
         let mut idle = self.shared.idle.lock().ok()?;
         let list = idle.get_mut(endpoint.as_str())?;
-        while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+        while let Some(mut entry) = list.pop() {
+            if entry.conn.still_open() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    async fn connect(&self, endpoint: &Authority) -> Result<SendRequest<B>, ConnectError> {
+    async fn connect(&self, endpoint: &Authority) -> Result<Conn, ConnectError> {
         let options = &self.shared.options;
         let stream = tokio::time::timeout(options.connect_timeout, open(endpoint, options))
             .await
@@ -230,40 +316,127 @@ where
                 endpoint: endpoint.clone(),
                 timeout: options.connect_timeout,
             })??;
-        let (sender, connection) = self
-            .shared
-            .http1
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-        let peer = endpoint.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(endpoint = %peer, %error, "upstream connection ended with an error");
+        Ok(Conn::new(stream))
+    }
+}
+
+/// Writes the request (head in `conn.write`, then `body`) and reads the final response head.
+async fn exchange<B>(
+    conn: &mut Conn,
+    body: &mut B,
+    framing: RequestFraming,
+    head_request: bool,
+) -> Result<ResponseHead, ExchangeError>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    write_request(conn, body, framing).await?;
+    read_head(conn, head_request).await
+}
+
+/// Writes `conn.write` and the body after it, gathering what the body has ready into one
+/// write of up to [`WRITE_SIZE`] bytes.
+async fn write_request<B>(
+    conn: &mut Conn,
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<(), ExchangeError>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut done = framing == RequestFraming::Empty;
+    let mut sent: u64 = 0;
+    loop {
+        while !done && conn.write.len() < WRITE_SIZE {
+            // Wait for the body only when there is nothing to write meanwhile.
+            let wait = conn.write.is_empty();
+            let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending if !wait => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            })
+            .await;
+            let Some(frame) = frame else { break };
+            let trailers = match frame {
+                None => None,
+                Some(Err(e)) => return Err(ExchangeError::RequestBody(e.into())),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => {
+                        let len = data.remaining();
+                        sent += len as u64;
+                        if let RequestFraming::Length(expected) = framing
+                            && sent > expected
+                        {
+                            return Err(ExchangeError::RequestBodyLength);
+                        }
+                        let bytes = data.copy_to_bytes(len);
+                        wire::encode_data(&mut conn.write, framing, &bytes);
+                        if !body.is_end_stream() {
+                            continue;
+                        }
+                        None
+                    }
+                    Err(frame) => frame.into_trailers().ok(),
+                },
+            };
+            // The body has ended.
+            match framing {
+                RequestFraming::Chunked => {
+                    wire::encode_last_chunk(&mut conn.write, trailers.as_ref());
+                }
+                RequestFraming::Length(expected) if sent != expected => {
+                    return Err(ExchangeError::RequestBodyLength);
+                }
+                _ => {}
             }
-        });
-        Ok(sender)
+            done = true;
+        }
+        if !conn.write.is_empty() {
+            conn.io
+                .write_all(&conn.write)
+                .await
+                .map_err(ExchangeError::Write)?;
+            conn.write.clear();
+        }
+        if done {
+            return Ok(());
+        }
     }
 }
 
-impl<B> std::fmt::Debug for Pooled<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pooled")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+/// Reads until a final response head has been parsed; interim (1xx) responses are skipped.
+async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHead, ExchangeError> {
+    loop {
+        if !conn.read.is_empty() {
+            match wire::parse_response(&mut conn.read, head_request)? {
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim => continue,
+                Parsed::Partial => {}
+            }
+        }
+        let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
+            .await
+            .map_err(ExchangeError::Read)?;
+        if n == 0 {
+            return Err(if conn.read.is_empty() {
+                ExchangeError::ClosedBeforeResponse
+            } else {
+                ExchangeError::ClosedInHead
+            });
+        }
     }
 }
 
-impl<B> Pooled<B> {
-    /// Returns the connection to its pool: the response has been read to its end.
-    pub fn release(self) {
+impl Lease {
+    /// Returns the connection to its pool: the response has been read to its end and nothing
+    /// follows it.
+    fn release(self) {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
-        if self.sender.is_closed() {
+        if !self.conn.read.is_empty() {
             return;
         }
         let since = pool.sweeps.load(Ordering::Relaxed);
@@ -279,13 +452,13 @@ impl<B> Pooled<B> {
             list.remove(0);
         }
         list.push(Idle {
-            sender: self.sender,
+            conn: self.conn,
             since,
         });
     }
 }
 
-impl<B> Shared<B> {
+impl Shared {
     /// Closes connections idle for too long or closed by the backend, and forgets endpoints
     /// without idle connections.
     fn sweep(&self) {
@@ -295,8 +468,8 @@ impl<B> Shared<B> {
         };
         // Idle for SWEEPS whole periods at least: the idle timeout has passed.
         idle.retain(|_, list| {
-            list.retain(|entry| {
-                !entry.sender.is_closed() && now - entry.since <= u64::from(SWEEPS)
+            list.retain_mut(|entry| {
+                now - entry.since <= u64::from(SWEEPS) && entry.conn.still_open()
             });
             !list.is_empty()
         });
@@ -304,7 +477,7 @@ impl<B> Shared<B> {
 }
 
 /// Runs [`Shared::sweep`] [`SWEEPS`] times per idle timeout, until the pool is dropped.
-async fn sweep<B>(pool: Weak<Shared<B>>) {
+async fn sweep(pool: Weak<Shared>) {
     let every = match pool.upgrade() {
         Some(p) => (p.options.idle_timeout / SWEEPS).max(Duration::from_millis(10)),
         None => return,

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::mirror::RequestBody;
 use crate::upstream::{PoolOptions, Upstream};
 
 /// The serving threads. Dropping this stops them; tasks still running on them are dropped.
@@ -32,7 +31,7 @@ pub struct Workers {
 pub struct Worker {
     handle: Handle,
     /// This thread's upstream connections.
-    pub upstream: Upstream<RequestBody>,
+    pub upstream: Upstream,
     /// Dropped with the worker, which ends the thread's runtime.
     _stop: oneshot::Sender<()>,
 }

@@ -1,0 +1,182 @@
+//! A backend's response body, read from its connection by whoever polls it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+
+use super::wire::{Chunked, Decoded, ResponseFraming, ResponseHead};
+use super::{ExchangeError, Lease};
+
+/// The body of a response from [`super::Upstream::send`]. The connection goes back to its pool
+/// as soon as the last byte has been received (before the caller has seen it, when the whole
+/// body came with the head); dropping the body before that closes the connection.
+pub struct UpstreamBody {
+    /// Bytes already received, handed out first.
+    ready: Option<Bytes>,
+    state: State,
+    /// The connection the rest arrives on; `None` once the body is complete.
+    lease: Option<Lease>,
+    /// Whether the connection can be reused once the body is complete.
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// This many bytes still to arrive (after `ready`).
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the backend closes the connection.
+    Close,
+    Done,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("state", &self.state)
+            .field("ready", &self.ready.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    /// The response for `head`, whose body is in `lease`'s read buffer and on its socket.
+    pub(super) fn response(head: ResponseHead, mut lease: Lease) -> Response<UpstreamBody> {
+        let read = &mut lease.conn.read;
+        let (ready, state) = match head.framing {
+            ResponseFraming::Empty => (None, State::Done),
+            ResponseFraming::Length(n) => {
+                let take = n.min(read.len() as u64);
+                let ready = (take > 0).then(|| read.split_to(take as usize).freeze());
+                let state = match n - take {
+                    0 => State::Done,
+                    left => State::Length(left),
+                };
+                (ready, state)
+            }
+            ResponseFraming::Chunked => (None, State::Chunked(Chunked::Size)),
+            ResponseFraming::Close => {
+                let ready = (!read.is_empty()).then(|| read.split().freeze());
+                (ready, State::Close)
+            }
+        };
+        let mut body = UpstreamBody {
+            ready,
+            state,
+            lease: Some(lease),
+            keep_alive: head.keep_alive,
+        };
+        if body.state == State::Done {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            response.extensions_mut().insert(reason);
+        }
+        response
+    }
+
+    /// The last byte has arrived: the connection goes back to its pool, or is closed.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(lease) = self.lease.take()
+            && self.keep_alive
+        {
+            lease.release();
+        }
+    }
+
+    fn fail(&mut self, error: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        self.state = State::Done;
+        self.lease = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        loop {
+            let Some(lease) = this.lease.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let conn = &mut lease.conn;
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    if !conn.read.is_empty() {
+                        let take = (*left).min(conn.read.len() as u64);
+                        let data = conn.read.split_to(take as usize).freeze();
+                        *left -= take;
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                State::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        // The empty line after the trailers has been consumed too.
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => return this.fail(e),
+                },
+                State::Close => {
+                    if !conn.read.is_empty() {
+                        let data = conn.read.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.state == State::Close => {
+                    this.state = State::Done;
+                    this.lease = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(ExchangeError::ClosedInBody),
+                Ok(_) => {}
+                Err(e) => return this.fail(ExchangeError::Read(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_none() && self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ready = self.ready.as_ref().map_or(0, |b| b.len() as u64);
+        match self.state {
+            State::Done => SizeHint::with_exact(ready),
+            State::Length(left) => SizeHint::with_exact(ready + left),
+            State::Chunked(_) | State::Close => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(ready);
+                hint
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! HTTP/1.1 messages on an upstream connection (RFC 9112): the request head the proxy writes,
+//! the response head it parses (with httparse) and the framing of both bodies.
+//!
+//! Pure functions over byte buffers; [`super::exchange`] and [`super::body`] move the bytes.
+
+use std::io::Write as _;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version, request};
+
+use super::ExchangeError;
+
+/// Longest response head accepted (status line and headers).
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a response head or a trailer section.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line accepted (extensions included).
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// How the request body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RequestFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding (the body's length is unknown).
+    Chunked,
+}
+
+impl RequestFraming {
+    /// The framing for a request with these headers, whose body is empty (`end_stream`) or has
+    /// the exact length `exact` if known. The client's own framing is kept when it is sound.
+    pub(super) fn choose(headers: &HeaderMap, end_stream: bool, exact: Option<u64>) -> Self {
+        if end_stream {
+            return RequestFraming::Empty;
+        }
+        if !headers.contains_key(header::TRANSFER_ENCODING)
+            && let Some(length) = content_length(headers).ok().flatten()
+        {
+            return RequestFraming::Length(length);
+        }
+        match exact {
+            Some(n) if !headers.contains_key(header::TRANSFER_ENCODING) => {
+                RequestFraming::Length(n)
+            }
+            _ => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// Writes the request head: request line in origin form, the headers, and the framing header
+/// `framing` calls for (the client's `Content-Length` / `Transfer-Encoding` are replaced when
+/// they do not match it).
+pub(super) fn encode_head(dst: &mut Vec<u8>, head: &request::Parts, framing: RequestFraming) {
+    dst.extend_from_slice(head.method.as_str().as_bytes());
+    dst.push(b' ');
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    let own_framing = match framing {
+        RequestFraming::Empty => false,
+        RequestFraming::Length(_) => !head.headers.contains_key(header::CONTENT_LENGTH),
+        RequestFraming::Chunked => true,
+    };
+    for (name, value) in &head.headers {
+        if (own_framing && *name == header::CONTENT_LENGTH) || *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Length(n) if own_framing => {
+            let _ = write!(dst, "content-length: {n}\r\n");
+        }
+        RequestFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Appends one piece of the request body in `framing`.
+pub(super) fn encode_data(dst: &mut Vec<u8>, framing: RequestFraming, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    if framing == RequestFraming::Chunked {
+        let _ = write!(dst, "{:x}\r\n", data.len());
+        dst.extend_from_slice(data);
+        dst.extend_from_slice(b"\r\n");
+    } else {
+        dst.extend_from_slice(data);
+    }
+}
+
+/// Ends a chunked request body, with its trailers if any.
+pub(super) fn encode_last_chunk(dst: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    dst.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResponseFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the backend closes the connection.
+    Close,
+}
+
+/// A final response head.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    pub(super) status: StatusCode,
+    pub(super) version: Version,
+    /// The reason phrase, when it is not the status code's usual one.
+    pub(super) reason: Option<hyper::ext::ReasonPhrase>,
+    pub(super) headers: HeaderMap,
+    pub(super) framing: ResponseFraming,
+    /// The connection may carry another exchange once this body has been read.
+    pub(super) keep_alive: bool,
+}
+
+/// What [`parse_response`] found at the start of the buffer.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// An interim (1xx) response, now consumed from the buffer.
+    Interim,
+    /// The final head; the buffer keeps what follows it (the start of the body).
+    Final(ResponseHead),
+}
+
+/// Parses the response head at the start of `buf`. `head_request`: the request was HEAD, so
+/// the response has no body whatever its headers say.
+pub(super) fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Parsed, ExchangeError> {
+    // Positions of names and values in `buf`, kept so that the head can be frozen into one
+    // `Bytes` that every header value then shares (no copy, no allocation per value).
+    let mut spans = [[0u32; 4]; MAX_HEADERS];
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .parse_response_with_uninit_headers(&mut response, buf, &mut headers);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(ExchangeError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => return Err(ExchangeError::Parse(e)),
+    };
+    if len > MAX_HEAD {
+        return Err(ExchangeError::HeadTooLarge);
+    }
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| ExchangeError::Invalid("status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ExchangeError::Invalid(
+            "101 Switching Protocols: protocol upgrades are not forwarded",
+        ));
+    }
+    if status.is_informational() {
+        buf.advance(len);
+        return Ok(Parsed::Interim);
+    }
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let reason = response
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    let base = buf.as_ptr() as usize;
+    let count = response.headers.len();
+    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        // The head is at most MAX_HEAD bytes: offsets fit.
+        *span = [
+            name as u32,
+            (name + h.name.len()) as u32,
+            value as u32,
+            (value + h.value.len()) as u32,
+        ];
+    }
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(count);
+    for &[ns, ne, vs, ve] in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| ExchangeError::Invalid("header name"))?;
+        let raw = &head[vs as usize..ve as usize];
+        let value = if raw.iter().any(|&b| b == b'\r' || b == b'\n') {
+            // Obsolete line folding: each CR and LF becomes a space.
+            let unfolded: Vec<u8> = raw
+                .iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+                .collect();
+            HeaderValue::from_bytes(&unfolded)
+        } else {
+            HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+        }
+        .map_err(|_| ExchangeError::Invalid("header value"))?;
+        map.append(name, value);
+    }
+    let framing = response_framing(&mut map, status, head_request)?;
+    let keep_alive = framing != ResponseFraming::Close && persistent(&map, version);
+    Ok(Parsed::Final(ResponseHead {
+        status,
+        version,
+        reason,
+        headers: map,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// RFC 9112 §6.3. A response with both `Transfer-Encoding` and `Content-Length` loses the
+/// latter (the transfer coding wins, and the proxy must not pass both on).
+fn response_framing(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    head_request: bool,
+) -> Result<ResponseFraming, ExchangeError> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(ResponseFraming::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => ResponseFraming::Chunked,
+            _ => ResponseFraming::Close,
+        });
+    }
+    match content_length(headers) {
+        Ok(Some(n)) => Ok(ResponseFraming::Length(n)),
+        Ok(None) => Ok(ResponseFraming::Close),
+        Err(()) => Err(ExchangeError::Invalid("content-length")),
+    }
+}
+
+/// The `Content-Length` of a message: every field and list member must be the same number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            let digits = member.trim_ascii();
+            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = digits
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            match length {
+                Some(previous) if previous != n => return Err(()),
+                _ => length = Some(n),
+            }
+        }
+    }
+    Ok(length)
+}
+
+/// Whether the backend keeps the connection open after this response (RFC 9112 §9.3).
+fn persistent(headers: &HeaderMap, version: Version) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// Whether a request may be sent again after a reused connection failed before any response
+/// byte arrived (RFC 9110 §9.2.2): the method is idempotent.
+pub(super) fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+    Done,
+}
+
+/// What [`Chunked::decode`] produced.
+#[derive(Debug)]
+pub(super) enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body ended (the final empty line has been consumed).
+    End,
+    /// `buf` holds no complete next element.
+    NeedMore,
+}
+
+impl Chunked {
+    /// Decodes the next element of a chunked body from the front of `buf`, consuming it.
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
+        loop {
+            match *self {
+                Chunked::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        *self = if size == 0 {
+                            Chunked::Trailers
+                        } else {
+                            Chunked::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(ExchangeError::Invalid("chunk size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                    Err(_) => return Err(ExchangeError::Invalid("chunk size")),
+                },
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = left.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    *self = match left - take {
+                        0 => Chunked::DataEnd,
+                        n => Chunked::Data(n),
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ExchangeError::Invalid("chunk not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        *self = Chunked::Done;
+                        return Ok(Decoded::End);
+                    }
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    return match httparse::parse_headers(buf, &mut fields) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| ExchangeError::Invalid("trailer name"))?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| ExchangeError::Invalid("trailer value"))?;
+                                trailers.append(name, value);
+                            }
+                            buf.advance(used);
+                            *self = Chunked::Done;
+                            Ok(Decoded::Trailers(trailers))
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                            Err(ExchangeError::HeadTooLarge)
+                        }
+                        Ok(httparse::Status::Partial) => Ok(Decoded::NeedMore),
+                        Err(e) => Err(ExchangeError::Parse(e)),
+                    };
+                }
+                Chunked::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

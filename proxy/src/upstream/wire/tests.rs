@@ -1,0 +1,239 @@
+use bytes::BufMut;
+use http::Request;
+
+use super::*;
+
+fn parse(text: &[u8], head_request: bool) -> (Result<Parsed, ExchangeError>, BytesMut) {
+    let mut buf = BytesMut::from(text);
+    (parse_response(&mut buf, head_request), buf)
+}
+
+fn head_of(text: &[u8]) -> (ResponseHead, BytesMut) {
+    match parse(text, false) {
+        (Ok(Parsed::Final(head)), rest) => (head, rest),
+        (other, _) => panic!("expected a final head, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_final_head_leaves_the_body_in_the_buffer() {
+    let (head, rest) = head_of(
+        b"HTTP/1.1 201 Created\r\nServer: x\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nokNEXT",
+    );
+    assert_eq!(head.status, StatusCode::CREATED);
+    assert_eq!(head.version, Version::HTTP_11);
+    assert!(head.reason.is_none(), "the usual phrase is not kept");
+    assert_eq!(head.framing, ResponseFraming::Length(2));
+    assert!(head.keep_alive);
+    assert_eq!(head.headers["server"], "x");
+    let cookies: Vec<_> = head.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(&rest[..], b"okNEXT");
+}
+
+#[test]
+fn partial_heads_wait_and_oversized_ones_fail() {
+    assert!(matches!(
+        parse(b"HTTP/1.1 200 OK\r\nContent-Le", false).0,
+        Ok(Parsed::Partial)
+    ));
+    let mut huge = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    huge.resize(MAX_HEAD + 10, b'a');
+    assert!(matches!(
+        parse(&huge, false).0,
+        Err(ExchangeError::HeadTooLarge)
+    ));
+}
+
+#[test]
+fn interim_responses_are_consumed() {
+    let (parsed, rest) = parse(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200",
+        false,
+    );
+    assert!(matches!(parsed, Ok(Parsed::Interim)));
+    assert_eq!(&rest[..], b"HTTP/1.1 200");
+}
+
+#[test]
+fn framing_follows_rfc_9112() {
+    let framing = |text: &[u8], head_request| match parse(text, head_request).0 {
+        Ok(Parsed::Final(h)) => Ok((h.framing, h.keep_alive, h.headers)),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.to_string()),
+    };
+    let ok = |text: &[u8]| framing(text, false).unwrap();
+    assert_eq!(ok(b"HTTP/1.1 200 OK\r\n\r\n").0, ResponseFraming::Close);
+    assert!(
+        !ok(b"HTTP/1.1 200 OK\r\n\r\n").1,
+        "a close-delimited body ends the connection"
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").0,
+        ResponseFraming::Empty
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 304 Not Modified\r\n\r\n").0,
+        ResponseFraming::Empty
+    );
+    let (f, keep, _) = framing(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap();
+    assert_eq!((f, keep), (ResponseFraming::Empty, true), "HEAD");
+    let (f, keep, headers) =
+        ok(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+    assert_eq!((f, keep), (ResponseFraming::Chunked, true));
+    assert!(
+        !headers.contains_key("content-length"),
+        "never both framings"
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").0,
+        ResponseFraming::Close
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nContent-Length: 4\r\n\r\n").0,
+        ResponseFraming::Length(4)
+    );
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    ] {
+        assert_eq!(
+            framing(bad, false).unwrap_err(),
+            "invalid response: content-length"
+        );
+    }
+}
+
+#[test]
+fn persistence_follows_the_version_and_connection() {
+    let keep = |text: &[u8]| head_of(text).0.keep_alive;
+    assert!(keep(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    assert!(!keep(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert!(!keep(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    assert!(keep(
+        b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+    ));
+}
+
+#[test]
+fn unusual_reason_phrases_and_folded_headers_are_kept() {
+    let (head, _) =
+        head_of(b"HTTP/1.1 200 Fine Thanks\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(head.reason.unwrap().as_bytes(), b"Fine Thanks");
+    assert_eq!(head.headers["x-folded"], "a   b");
+}
+
+#[test]
+fn chunked_bodies_decode_across_any_split() {
+    let wire = b"4;ext=\"v\"\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\n";
+    // Fed one byte at a time, and whole.
+    for step in [1, wire.len()] {
+        let mut decoder = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let (mut body, mut trailers, mut ended) = (Vec::new(), None, false);
+        for piece in wire.chunks(step) {
+            buf.put_slice(piece);
+            loop {
+                match decoder.decode(&mut buf).unwrap() {
+                    Decoded::Data(d) => body.extend_from_slice(&d),
+                    Decoded::Trailers(t) => trailers = Some(t),
+                    Decoded::End => {
+                        ended = true;
+                        break;
+                    }
+                    Decoded::NeedMore => break,
+                }
+            }
+        }
+        if !ended {
+            ended = matches!(decoder.decode(&mut buf).unwrap(), Decoded::End);
+        }
+        assert!(ended, "step {step}");
+        assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.", "step {step}");
+        assert_eq!(trailers.unwrap()["expires"], "never", "step {step}");
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn malformed_chunks_are_errors() {
+    for wire in [&b"zz\r\n"[..], b"3\r\nabcXY", b"3\nabc"] {
+        let mut decoder = Chunked::Size;
+        let mut buf = BytesMut::from(wire);
+        let result = (0..4).try_for_each(|_| decoder.decode(&mut buf).map(drop));
+        assert!(result.is_err(), "{:?}", String::from_utf8_lossy(wire));
+    }
+    let mut long = b"1;".to_vec();
+    long.resize(MAX_CHUNK_LINE + 1, b'x');
+    let mut buf = BytesMut::from(&long[..]);
+    assert!(Chunked::Size.decode(&mut buf).is_err());
+}
+
+#[test]
+fn request_heads_carry_the_chosen_framing() {
+    let encode = |request: Request<()>, end_stream, exact| {
+        let (parts, ()) = request.into_parts();
+        let framing = RequestFraming::choose(&parts.headers, end_stream, exact);
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, framing);
+        (framing, String::from_utf8(out).unwrap())
+    };
+    let get = Request::get("/a?b=1").header("host", "h").body(()).unwrap();
+    assert_eq!(
+        encode(get, true, Some(0)),
+        (
+            RequestFraming::Empty,
+            "GET /a?b=1 HTTP/1.1\r\nhost: h\r\n\r\n".to_owned()
+        )
+    );
+    let with_length = Request::post("/")
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        encode(with_length, false, Some(5)),
+        (
+            RequestFraming::Length(5),
+            "POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".to_owned()
+        )
+    );
+    let sized = Request::post("/").body(()).unwrap();
+    assert_eq!(
+        encode(sized, false, Some(7)).1,
+        "POST / HTTP/1.1\r\ncontent-length: 7\r\n\r\n"
+    );
+    // The client's chunked body stays chunked; a stale Content-Length is not passed on.
+    let chunked = Request::post("/")
+        .header("transfer-encoding", "chunked")
+        .header("content-length", "3")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        encode(chunked, false, None),
+        (
+            RequestFraming::Chunked,
+            "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
+        )
+    );
+    let mut out = Vec::new();
+    encode_data(&mut out, RequestFraming::Chunked, &[b'x'; 26]);
+    encode_last_chunk(&mut out, None);
+    let mut expected = b"1a\r\n".to_vec();
+    expected.extend_from_slice(&[b'x'; 26]);
+    expected.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn idempotent_methods_are_those_of_rfc_9110() {
+    for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+        assert!(idempotent(&m), "{m}");
+    }
+    for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+        assert!(!idempotent(&m), "{m}");
+    }
+}

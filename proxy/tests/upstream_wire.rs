@@ -1,0 +1,963 @@
+//! The proxy against backends that speak raw, sometimes odd, HTTP/1.1.
+//!
+//! A scripted backend writes exactly the bytes each test gives it, one script step per request
+//! in arrival order, and records what it received. These tests pin down the upstream client's
+//! behaviour on the wire (framing, connection reuse, malformed responses), whatever client the
+//! proxy uses.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Time allowed for any one exchange with the proxy before a test fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Wire: a buffered TCP stream with just enough HTTP/1.1 parsing for both ends of a test.
+
+/// A message head: the start line and the header fields, as received.
+#[derive(Debug, Clone)]
+struct Head {
+    start: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn parse(raw: &[u8]) -> Head {
+        let text = String::from_utf8_lossy(raw);
+        let mut lines = text.split("\r\n");
+        let start = lines.next().unwrap_or_default().to_owned();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Head { start, headers }
+    }
+
+    /// The first value of header `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn chunked(&self) -> bool {
+        self.headers.iter().any(|(n, v)| {
+            n == "transfer-encoding"
+                && v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+        })
+    }
+
+    fn content_length(&self) -> Option<usize> {
+        self.get("content-length").and_then(|v| v.parse().ok())
+    }
+
+    /// The status code of a response head.
+    fn status(&self) -> u16 {
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads more bytes into the buffer; false at end of stream or on error.
+    async fn fill(&mut self) -> bool {
+        self.buf.reserve(64 * 1024);
+        matches!(self.stream.read_buf(&mut self.buf).await, Ok(n) if n > 0)
+    }
+
+    /// The bytes before the next `delim`, which is consumed too; `None` if the stream ends first.
+    async fn take_until(&mut self, delim: &[u8]) -> Option<Vec<u8>> {
+        let mut from = 0;
+        loop {
+            if let Some(i) = self.buf[from..]
+                .windows(delim.len())
+                .position(|w| w == delim)
+            {
+                let end = from + i;
+                let out = self.buf[..end].to_vec();
+                self.buf.drain(..end + delim.len());
+                return Some(out);
+            }
+            from = self.buf.len().saturating_sub(delim.len() - 1);
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Up to `n` bytes: fewer only if the stream ends first.
+    async fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            if !self.fill().await {
+                break;
+            }
+        }
+        let n = n.min(self.buf.len());
+        self.buf.drain(..n).collect()
+    }
+
+    /// The next message head; `None` if the stream ends before one is complete.
+    async fn read_head(&mut self) -> Option<Head> {
+        self.take_until(b"\r\n\r\n").await.map(|h| Head::parse(&h))
+    }
+
+    /// The decoded body, and whether it was complete by its framing.
+    async fn read_body(&mut self, framing: Framing) -> (Vec<u8>, bool) {
+        match framing {
+            Framing::Length(n) => {
+                let body = self.take(n).await;
+                let complete = body.len() == n;
+                (body, complete)
+            }
+            Framing::UntilClose => {
+                while self.fill().await {}
+                (std::mem::take(&mut self.buf), true)
+            }
+            Framing::Chunked => {
+                let mut body = Vec::new();
+                loop {
+                    let Some(line) = self.take_until(b"\r\n").await else {
+                        return (body, false);
+                    };
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    let hex = line.split(';').next().unwrap_or_default().trim();
+                    let Ok(size) = usize::from_str_radix(hex, 16) else {
+                        return (body, false);
+                    };
+                    if size == 0 {
+                        // Trailer fields, up to an empty line.
+                        loop {
+                            match self.take_until(b"\r\n").await {
+                                None => return (body, false),
+                                Some(l) if l.is_empty() => return (body, true),
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                    let data = self.take(size).await;
+                    let short = data.len() < size;
+                    body.extend_from_slice(&data);
+                    if short || self.take_until(b"\r\n").await != Some(Vec::new()) {
+                        return (body, false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scripted backend.
+
+/// What the backend does with its connection after writing a step's bytes.
+#[derive(Debug, Clone, Copy)]
+enum Then {
+    /// Waits for the next request on the same connection.
+    KeepOpen,
+    /// Closes the connection at once.
+    Close,
+    /// Closes the connection after this long (a server-side idle close).
+    CloseAfter(Duration),
+}
+
+/// The answer to one request: raw bytes, then what happens to the connection.
+#[derive(Debug, Clone)]
+struct Step {
+    bytes: Vec<u8>,
+    then: Then,
+}
+
+impl Step {
+    fn keep(bytes: impl Into<Vec<u8>>) -> Step {
+        Step {
+            bytes: bytes.into(),
+            then: Then::KeepOpen,
+        }
+    }
+
+    fn close(bytes: impl Into<Vec<u8>>) -> Step {
+        Step {
+            bytes: bytes.into(),
+            then: Then::Close,
+        }
+    }
+
+    fn close_after(bytes: impl Into<Vec<u8>>, after: Duration) -> Step {
+        Step {
+            bytes: bytes.into(),
+            then: Then::CloseAfter(after),
+        }
+    }
+}
+
+/// One request as the backend received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Which accepted connection it came on, from 0.
+    connection: usize,
+    head: Head,
+    /// The body, decoded by the framing its head announced.
+    body: Vec<u8>,
+}
+
+/// A backend on loopback that answers each request (in arrival order, across connections) with
+/// the next scripted [`Step`]. With no step left it closes the connection without answering.
+struct ScriptedBackend {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedBackend {
+    async fn start() -> ScriptedBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let steps = Arc::new(Mutex::new(VecDeque::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (a, st, se) = (accepted.clone(), steps.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let connection = a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_script(
+                    connection,
+                    Wire::new(stream),
+                    st.clone(),
+                    se.clone(),
+                ));
+            }
+        });
+        ScriptedBackend {
+            port,
+            accepted,
+            steps,
+            seen,
+            task,
+        }
+    }
+
+    fn push(&self, step: Step) {
+        self.steps.lock().unwrap().push_back(step);
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The connection each request arrived on, in order.
+    fn connections_used(&self) -> Vec<usize> {
+        self.seen().iter().map(|s| s.connection).collect()
+    }
+}
+
+async fn serve_script(
+    connection: usize,
+    mut wire: Wire,
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    while let Some(head) = wire.read_head().await {
+        let framing = if head.chunked() {
+            Framing::Chunked
+        } else {
+            Framing::Length(head.content_length().unwrap_or(0))
+        };
+        let (body, complete) = wire.read_body(framing).await;
+        seen.lock().unwrap().push(Seen {
+            connection,
+            head,
+            body,
+        });
+        if !complete {
+            return;
+        }
+        let Some(step) = steps.lock().unwrap().pop_front() else {
+            return;
+        };
+        // The proxy may stop reading (an oversized head, say): write errors are expected.
+        let _ = wire.stream.write_all(&step.bytes).await;
+        match step.then {
+            Then::KeepOpen => {}
+            Then::Close => return,
+            Then::CloseAfter(d) => {
+                tokio::time::sleep(d).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A 200 response with a Content-Length body.
+fn ok(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `len` bytes of printable text that vary with position, so lost, shifted or reordered bytes
+/// show (the pattern does not repeat at the power-of-two strides buffers and chunks use).
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| b'!' + ((i.wrapping_mul(7) + seed + i / 251) % 89) as u8)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy in front of it, and clients.
+
+fn route_to_a() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs:\n    - {group: serin.dev, kind: Backend, name: a, weight: 1}\n".to_owned()
+}
+
+/// A scripted backend and a proxy routing everything to it. One serving thread: the client's
+/// connections and so all upstream connections share one pool, which makes reuse countable.
+async fn setup() -> (ScriptedBackend, Harness) {
+    let backend = ScriptedBackend::start().await;
+    let port = free_port();
+    let h = Harness::start_with(
+        port,
+        &[
+            (
+                "gw.yaml",
+                gateway_and_backends(port, &[("a", backend.port)]),
+            ),
+            ("route.yaml", route_to_a()),
+        ],
+        |o| o.forward.workers = 1,
+    )
+    .await;
+    (backend, h)
+}
+
+/// A response read whole, body as bytes.
+#[derive(Debug)]
+struct Got {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request through the proxy with the harness client (keep-alive); errors are returned.
+async fn fetch(h: &Harness, method: &str, path: &str, body: Bytes) -> Result<Got, String> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(h.url(path))
+        .header("host", "app.example.com")
+        .body(Full::new(body))
+        .unwrap();
+    let exchange = async {
+        let response = h
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("response body failed: {e:?}"))?
+            .to_bytes();
+        Ok(Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .map_err(|_| format!("no complete answer within {PATIENCE:?}"))?
+}
+
+async fn get(h: &Harness, path: &str) -> Got {
+    fetch(h, "GET", path, Bytes::new())
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// A response as a raw client sees it.
+#[derive(Debug)]
+struct RawResponse {
+    head: Head,
+    body: Vec<u8>,
+    /// Whether the body ended as its framing says (rather than the connection ending early).
+    complete: bool,
+}
+
+/// Writes `parts` to the proxy on a new connection (20 ms apart) and reads one response.
+/// `Err` if no response head arrives, or if the proxy neither finishes the response nor closes
+/// the connection within [`PATIENCE`].
+async fn raw_exchange(port: u16, parts: &[&[u8]]) -> Result<RawResponse, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stream
+                .write_all(part)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        let mut wire = Wire::new(stream);
+        let head = wire
+            .read_head()
+            .await
+            .ok_or("the connection ended before a response head")?;
+        let framing = if matches!(head.status(), 204 | 304) {
+            Framing::Length(0)
+        } else if head.chunked() {
+            Framing::Chunked
+        } else if let Some(n) = head.content_length() {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        };
+        let (body, complete) = wire.read_body(framing).await;
+        Ok(RawResponse {
+            head,
+            body,
+            complete,
+        })
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .map_err(|_| format!("the proxy neither finished nor closed within {PATIENCE:?}"))?
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response framing and connection reuse.
+
+#[tokio::test]
+async fn chunked_response_with_extensions_arrives_whole_and_connection_is_reused() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5;name=v\r\nhello\r\n7\r\n, world\r\n1;a=b;c=\"d e\"\r\n!\r\n0\r\n\r\n",
+    ));
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6;x\r\nsecond\r\n0\r\n\r\n",
+    ));
+    let r = get(&h, "/one").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "hello, world!");
+    let r = get(&h, "/two").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "second");
+    assert_eq!(b.accepted(), 1, "the upstream connection is reused");
+    assert_eq!(b.connections_used(), [0, 0]);
+}
+
+/// A chunked response ending in trailer fields, then a plain one.
+const WITH_TRAILERS: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+    4\r\nwith\r\n9\r\n trailers\r\n0\r\nX-Checksum: 1\r\nX-Other: two\r\n\r\n";
+
+#[tokio::test]
+async fn chunked_response_with_trailers_arrives_whole() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(WITH_TRAILERS));
+    b.push(Step::keep(ok("next")));
+    let r = get(&h, "/trailers").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "with trailers");
+    let r = get(&h, "/next").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.text(),
+        "next",
+        "the trailers were consumed with the response"
+    );
+}
+
+#[tokio::test]
+async fn connection_is_reused_after_a_chunked_response_with_trailers() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(WITH_TRAILERS));
+    b.push(Step::keep(ok("next")));
+    assert_eq!(get(&h, "/trailers").await.text(), "with trailers");
+    assert_eq!(get(&h, "/next").await.text(), "next");
+    assert_eq!(b.accepted(), 1, "the upstream connection is reused");
+    assert_eq!(b.connections_used(), [0, 0]);
+}
+
+#[tokio::test]
+async fn close_delimited_response_arrives_whole_and_next_request_opens_a_new_connection() {
+    let (b, h) = setup().await;
+    let body = pattern(200_000, 3);
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    response.extend_from_slice(&body);
+    b.push(Step::close(response));
+    b.push(Step::keep(ok("second")));
+    let r = get(&h, "/eof").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "the close-delimited body differs");
+    let r = get(&h, "/second").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "second");
+    assert_eq!(b.accepted(), 2);
+    assert_eq!(b.connections_used(), [0, 1]);
+}
+
+#[tokio::test]
+async fn head_response_keeps_content_length_without_a_body_and_connection_is_reused() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n",
+    ));
+    b.push(Step::keep(ok("after head")));
+    let r = fetch(&h, "HEAD", "/head", Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"1000"[..])
+    );
+    assert!(
+        r.body.is_empty(),
+        "a HEAD response has no body: {:?}",
+        r.body
+    );
+    let r = get(&h, "/after").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "after head");
+    assert_eq!(b.accepted(), 1, "the upstream connection is reused");
+    let seen = b.seen();
+    assert!(
+        seen[0].head.start.starts_with("HEAD /head "),
+        "{:?}",
+        seen[0].head
+    );
+}
+
+#[tokio::test]
+async fn no_content_and_not_modified_have_no_body_and_connection_is_reused() {
+    let (b, h) = setup().await;
+    b.push(Step::keep("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"));
+    b.push(Step::keep(
+        "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n",
+    ));
+    b.push(Step::keep(ok("fresh")));
+    let r = get(&h, "/204").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers["x-a"], "1");
+    let r = get(&h, "/304").await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers["etag"], "\"v1\"");
+    let r = get(&h, "/200").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "fresh");
+    assert_eq!(b.accepted(), 1, "the upstream connection is reused");
+}
+
+#[tokio::test]
+async fn interim_100_continue_is_skipped_and_the_final_response_is_forwarded() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+    ));
+    b.push(Step::keep(ok("next")));
+    let r = get(&h, "/continue").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "final");
+    let r = get(&h, "/next").await;
+    assert_eq!(r.text(), "next");
+    assert_eq!(b.accepted(), 1, "the upstream connection is reused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses the proxy rejects.
+
+/// A healthy exchange, then `bad` answered with 502, then a healthy one again. The bad answer
+/// comes on the reused connection, or on a fresh one when `fresh_connection`. A connection that
+/// carried a bad answer is not used again.
+async fn answers_502_then_keeps_serving(bad: Step, fresh_connection: bool) {
+    let (b, h) = setup().await;
+    b.push(if fresh_connection {
+        Step::close(ok("before"))
+    } else {
+        Step::keep(ok("before"))
+    });
+    b.push(bad);
+    b.push(Step::keep(ok("after")));
+    let r = get(&h, "/before").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "before");
+    // Headers left out of failure messages: they may be huge.
+    let r = get(&h, "/bad").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "body: {:?}", r.text());
+    let r = get(&h, "/after").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the proxy keeps serving; body: {:?}",
+        r.text()
+    );
+    assert_eq!(r.text(), "after");
+    let (bad_on, after_on) = if fresh_connection { (1, 2) } else { (0, 1) };
+    assert_eq!(b.connections_used(), [0, bad_on, after_on]);
+    assert_eq!(b.accepted(), after_on + 1);
+}
+
+#[tokio::test]
+async fn invalid_status_line_is_502_and_the_proxy_keeps_serving() {
+    answers_502_then_keeps_serving(
+        Step::keep("HTPT/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn non_numeric_content_length_is_502_and_the_proxy_keeps_serving() {
+    answers_502_then_keeps_serving(
+        Step::keep("HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok"),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_502_and_the_proxy_keeps_serving() {
+    answers_502_then_keeps_serving(
+        Step::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"),
+        false,
+    )
+    .await;
+}
+
+/// A response head of `header_bytes` in one header field.
+fn huge_head(header_bytes: usize) -> Vec<u8> {
+    let mut r = b"HTTP/1.1 200 OK\r\nX-Huge: ".to_vec();
+    r.extend(pattern(header_bytes, 0));
+    r.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\nok");
+    r
+}
+
+#[tokio::test]
+async fn response_head_of_one_mib_is_502_and_the_proxy_keeps_serving() {
+    answers_502_then_keeps_serving(Step::close(huge_head(1 << 20)), false).await;
+}
+
+#[tokio::test]
+async fn response_head_over_64_kib_is_502_and_the_proxy_keeps_serving() {
+    answers_502_then_keeps_serving(Step::close(huge_head(128 << 10)), false).await;
+}
+
+#[tokio::test]
+async fn backend_closing_without_answering_is_502_and_the_proxy_keeps_serving() {
+    // On a fresh connection: nothing here depends on whether the proxy retries requests whose
+    // reused connection turned out to be dead.
+    answers_502_then_keeps_serving(Step::close(""), true).await;
+}
+
+#[tokio::test]
+async fn post_on_a_reused_connection_closed_without_answer_is_502_and_not_replayed() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(ok("before")));
+    b.push(Step::close(""));
+    // A replayed POST would be answered with this, and the GET below with nothing.
+    b.push(Step::keep(ok("after")));
+    assert_eq!(get(&h, "/before").await.text(), "before");
+    let r = fetch(&h, "POST", "/order", Bytes::from_static(b"buy one"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    let r = get(&h, "/after").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let posts: Vec<Vec<u8>> = b
+        .seen()
+        .into_iter()
+        .filter(|s| s.head.start.starts_with("POST "))
+        .map(|s| s.body)
+        .collect();
+    assert_eq!(
+        posts,
+        [b"buy one".to_vec()],
+        "a POST the backend read must not be sent again"
+    );
+    assert_eq!(r.text(), "after");
+}
+
+#[tokio::test]
+async fn body_shorter_than_its_content_length_is_not_delivered_as_complete() {
+    let (b, h) = setup().await;
+    b.push(Step::close(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+    ));
+    b.push(Step::keep(ok("after")));
+    let r = raw_exchange(
+        h.port,
+        &[b"GET /short HTTP/1.1\r\nHost: app.example.com\r\n\r\n"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the client must see the truncation: {e}"));
+    let delivered_whole = r.head.status() == 200 && r.complete;
+    assert!(
+        !delivered_whole,
+        "a 10-byte body announced as 100 bytes reached the client as complete: {r:?}"
+    );
+    assert!(r.body.len() < 100, "{r:?}");
+    if r.head.status() == 200 {
+        assert_eq!(r.body, b"0123456789", "what did arrive is the backend's");
+    }
+    let r = get(&h, "/after").await;
+    assert_eq!(r.status, StatusCode::OK, "the proxy keeps serving");
+    assert_eq!(r.text(), "after");
+}
+
+#[tokio::test]
+async fn custom_reason_phrase_is_forwarded() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    let r = raw_exchange(
+        h.port,
+        &[b"GET /reason HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.start, "HTTP/1.1 200 Fine Thanks");
+    assert_eq!(r.body, b"ok");
+    assert!(r.complete);
+}
+
+#[tokio::test]
+async fn connection_closed_by_the_backend_while_idle_is_not_handed_out() {
+    let (b, h) = setup().await;
+    let rounds = 4;
+    for round in 0..rounds {
+        let body = format!("round {round}");
+        // Answered with keep-alive, then closed 100 ms later: a server-side idle timeout.
+        b.push(Step::close_after(ok(&body), Duration::from_millis(100)));
+        let r = get(&h, "/idle").await;
+        assert_eq!(r.status, StatusCode::OK, "round {round}: {r:?}");
+        assert_eq!(r.text(), body);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(b.accepted(), rounds);
+    assert_eq!(b.connections_used(), (0..rounds).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies.
+
+#[tokio::test]
+async fn request_body_of_one_mib_with_content_length_arrives_byte_exact() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(ok("stored")));
+    let body = pattern(1 << 20, 11);
+    let r = fetch(&h, "POST", "/upload", Bytes::from(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "stored");
+    let seen = b.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.len(), body.len());
+    assert!(seen[0].body == body, "the request body changed on the way");
+}
+
+#[tokio::test]
+async fn chunked_request_body_arrives_decoded_and_complete() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(ok("stored")));
+    let big = pattern(100_000, 5);
+    let mut big_chunk = format!("{:x};ext=1\r\n", big.len()).into_bytes();
+    big_chunk.extend_from_slice(&big);
+    big_chunk.extend_from_slice(b"\r\n");
+    let r = raw_exchange(
+        h.port,
+        &[
+            b"POST /chunks HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n",
+            b"5\r\nhello\r\n",
+            b"1\r\n \r\n",
+            &big_chunk,
+            b"5\r\nworld\r\n",
+            b"0\r\n\r\n",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.status(), 200, "{:?}", r.head);
+    assert_eq!(r.body, b"stored");
+    let mut expected = b"hello ".to_vec();
+    expected.extend_from_slice(&big);
+    expected.extend_from_slice(b"world");
+    let seen = b.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].head.chunked() || seen[0].head.content_length() == Some(expected.len()),
+        "the forwarded request is framed: {:?}",
+        seen[0].head
+    );
+    assert_eq!(seen[0].body.len(), expected.len());
+    assert!(seen[0].body == expected, "the decoded request body differs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// More framing.
+
+#[tokio::test]
+async fn chunked_framing_wins_over_content_length_in_a_response() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    ));
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+         7\r\nreverse\r\n0\r\n\r\n",
+    ));
+    b.push(Step::keep(ok("next")));
+    let r = fetch(&h, "GET", "/te-first", Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "hello world");
+    let r = fetch(&h, "GET", "/cl-first", Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "reverse");
+    let r = get(&h, "/next").await;
+    assert_eq!(
+        r.text(),
+        "next",
+        "nothing of the chunked bodies was left over"
+    );
+}
+
+#[tokio::test]
+async fn connection_close_response_is_delivered_and_the_connection_not_reused() {
+    let (b, h) = setup().await;
+    // The backend keeps its end open: the proxy must go by the header, not by an EOF.
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\nclosing",
+    ));
+    b.push(Step::keep(ok("second")));
+    let r = get(&h, "/close").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "closing");
+    let r = get(&h, "/second").await;
+    assert_eq!(r.text(), "second");
+    assert_eq!(b.accepted(), 2);
+    assert_eq!(b.connections_used(), [0, 1]);
+}
+
+#[tokio::test]
+async fn http10_response_without_keep_alive_is_delivered_and_the_connection_not_reused() {
+    let (b, h) = setup().await;
+    // The backend keeps its end open: HTTP/1.0 without keep-alive means close all the same.
+    b.push(Step::keep(
+        "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nold-timer",
+    ));
+    b.push(Step::keep(ok("second")));
+    let r = get(&h, "/old").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "old-timer");
+    let r = get(&h, "/second").await;
+    assert_eq!(r.text(), "second");
+    assert_eq!(b.accepted(), 2);
+    assert_eq!(b.connections_used(), [0, 1]);
+}
+
+#[tokio::test]
+async fn obsolete_line_folding_in_a_response_header_is_accepted() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 6\r\n\r\nfolded",
+    ));
+    let r = get(&h, "/fold").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "folded");
+    let folded = r
+        .headers
+        .get("x-folded")
+        .expect("the folded header is forwarded")
+        .to_str()
+        .unwrap();
+    assert!(
+        folded.starts_with('a') && folded.ends_with('b'),
+        "x-folded: {folded:?}"
+    );
+}
+
+#[tokio::test]
+async fn large_chunked_response_arrives_byte_exact() {
+    let (b, h) = setup().await;
+    let body = pattern(8 << 20, 1);
+    let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for chunk in body.chunks(64 << 10) {
+        response.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        response.extend_from_slice(chunk);
+        response.extend_from_slice(b"\r\n");
+    }
+    response.extend_from_slice(b"0\r\n\r\n");
+    b.push(Step::keep(response));
+    b.push(Step::keep(ok("next")));
+    let r = get(&h, "/big").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "the 8 MiB body differs");
+    assert_eq!(get(&h, "/next").await.text(), "next");
+    assert_eq!(b.accepted(), 1, "the upstream connection is reused");
+}
