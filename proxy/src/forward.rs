@@ -213,11 +213,13 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         rule.request_headers.apply(&mut parts.headers);
         backend.request_headers.apply(&mut parts.headers);
-        match original_host {
+        match &original_host {
+            // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
             Some(host) => {
-                parts.headers.insert(X_FORWARDED_HOST, host.clone());
-                // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-                parts.headers.entry(header::HOST).or_insert(host);
+                parts
+                    .headers
+                    .entry(header::HOST)
+                    .or_insert_with(|| host.clone());
             }
             // HTTP/1.0 without Host: HTTP/1.1 requires one, name the endpoint.
             None => {
@@ -226,18 +228,36 @@ impl Proxy {
                 }
             }
         }
-        // One comma-joined field: many applications read only the first X-Forwarded-For line.
+        // X-Forwarded-* go out after the request's own fields, so that its map need not grow;
+        // those the client (or a filter) set are replaced. X-Forwarded-For is one comma-joined
+        // field: many applications read only the first line.
+        let present = forwarded_present(&parts.headers);
         let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-            Some(Ok(previous)) => {
+            Some(Ok(previous)) if present & 1 != 0 => {
                 HeaderValue::try_from(format!("{previous}, {}", client.addr.ip()))
                     .map_err(|_| ProxyError::BadRequest("x-forwarded-for"))?
             }
             _ => client.ip.clone(),
         };
-        parts.headers.insert(X_FORWARDED_FOR, forwarded_for);
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        for (i, name) in [X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO]
+            .iter()
+            .enumerate()
+        {
+            if present & (1 << i) != 0 {
+                parts.headers.remove(name);
+            }
+        }
+        // Without a Host to report, no X-Forwarded-Host.
+        let (host, count) = match original_host {
+            Some(host) => (host, 3),
+            None => (HeaderValue::from_static(""), 2),
+        };
+        let forwarded = [
+            (X_FORWARDED_FOR, forwarded_for),
+            (X_FORWARDED_PROTO, HeaderValue::from_static("http")),
+            (X_FORWARDED_HOST, host),
+        ];
+        let forwarded = &forwarded[..count];
 
         // Origin form: the connection already names the endpoint.
         parts.uri = Uri::from(
@@ -251,14 +271,14 @@ impl Proxy {
 
         let mut mirrors = decision.mirrors().peekable();
         let body = if mirrors.peek().is_some() {
-            self.mirror.copy(mirrors, &parts, body)
+            self.mirror.copy(mirrors, &parts, forwarded, body)
         } else {
             RequestBody::Plain { body }
         };
         let request = Request::from_parts(parts, body);
         let limit = rule.timeout.or(self.options.default_timeout);
         let deadline = limit.map(|l| start + l);
-        let pending = upstream.send(endpoint, request);
+        let pending = upstream.send(endpoint, request, forwarded);
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, pending)
                 .await
@@ -272,8 +292,8 @@ impl Proxy {
             }
             e @ SendError::Exchange { .. } => ProxyError::Upstream(e),
         })?;
+        // The upstream client passes on no hop-by-hop field.
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
         if let Some(cookie) = decision.set_cookie()
             && let Ok(value) = HeaderValue::try_from(cookie)
         {
@@ -334,9 +354,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // hands it over (decoded) and hyper's server frames it again from that header.
 }
 
+/// Which of X-Forwarded-For, -Host and -Proto (bits 0, 1, 2) `headers` has: one pass over the
+/// names instead of three lookups.
+fn forwarded_present(headers: &HeaderMap) -> u8 {
+    let mut present = 0;
+    for name in headers.keys() {
+        present |= match name.as_str() {
+            "x-forwarded-for" => 1,
+            "x-forwarded-host" => 2,
+            "x-forwarded-proto" => 4,
+            _ => 0,
+        };
+    }
+    present
+}
+
 /// The position of `name` in [`HOP_BY_HOP`]: one string match (a length switch, then one
 /// comparison) instead of eight `HeaderName` comparisons.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+pub(crate) fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     match name.as_str() {
         "connection" => Some(0),
         "keep-alive" => Some(1),

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Request, Version, header};
+use http::{HeaderName, HeaderValue, Request, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -144,6 +144,7 @@ impl Mirror {
         &self,
         policies: impl Iterator<Item = &'p Arc<MirrorPolicy>>,
         head: &Parts,
+        extra: &[(HeaderName, HeaderValue)],
         body: Incoming,
     ) -> RequestBody {
         let empty = body.is_end_stream();
@@ -171,7 +172,7 @@ impl Mirror {
             };
             let job = Job {
                 policy: policy.clone(),
-                head: copy_head(head),
+                head: copy_head(head, extra),
                 body: copy,
                 _slot: slot,
             };
@@ -195,11 +196,16 @@ impl Mirror {
     }
 }
 
-fn copy_head(head: &Parts) -> Parts {
+/// The head of a copy: `head` with the `extra` fields the live request gets on the wire.
+fn copy_head(head: &Parts, extra: &[(HeaderName, HeaderValue)]) -> Parts {
     let mut request = Request::new(());
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = head.uri.clone();
-    *request.headers_mut() = head.headers.clone();
+    let mut headers = head.headers.clone();
+    for (name, value) in extra {
+        headers.insert(name, value.clone());
+    }
+    *request.headers_mut() = headers;
     request.into_parts().0
 }
 
@@ -257,7 +263,7 @@ async fn send(job: Job, upstream: &Upstream, timeout: Duration, metrics: &Metric
     let started = Instant::now();
     let status = match tokio::time::timeout(
         timeout,
-        upstream.send(endpoint, Request::from_parts(head, Full::new(body))),
+        upstream.send(endpoint, Request::from_parts(head, Full::new(body)), &[]),
     )
     .await
     {

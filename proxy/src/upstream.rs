@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use fnv::FnvHashMap;
+use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response};
 use http_body::Body;
@@ -226,13 +227,16 @@ impl Upstream {
         Upstream { shared }
     }
 
-    /// Sends `request` (its URI in origin form, with a `Host` header) to `endpoint` over a
-    /// pooled connection, or a new one, and reads the response head. The body streams from the
-    /// connection as it is polled.
+    /// Sends `request` (its URI in origin form, with a `Host` header) and the `extra` header
+    /// fields after its own to `endpoint`, over a pooled connection or a new one, and reads the
+    /// response head. The body streams from the connection as it is polled. The response
+    /// carries no hop-by-hop field (RFC 9110 §7.6.1) but `Transfer-Encoding`, which describes
+    /// the body as it arrived (the body itself comes decoded).
     pub async fn send<B>(
         &self,
         endpoint: &Authority,
         request: Request<B>,
+        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<UpstreamBody>, SendError>
     where
         B: Body + Unpin,
@@ -256,7 +260,7 @@ impl Upstream {
                 None => (self.connect(endpoint).await?, false),
             };
             conn.write.clear();
-            wire::encode_head(&mut conn.write, &head, framing);
+            wire::encode_head(&mut conn.write, &head, extra, framing);
             let result = match exchange(&mut conn, &mut body, framing, head_request).await {
                 // The backend may have answered before it stopped reading the request.
                 Err(ExchangeError::Write(e)) => match read_head(&mut conn, head_request).await {

@@ -174,6 +174,8 @@ spec:
                 ("connection", "x-secret"),
                 ("x-secret", "s"),
                 ("x-forwarded-for", "10.1.2.3"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "spoofed.example.com"),
             ],
         )
         .await;

@@ -45,7 +45,7 @@ fn get(endpoint: &Authority) -> Request<Empty<Bytes>> {
 }
 
 async fn exchange(pool: &Upstream, endpoint: &Authority) -> Bytes {
-    let response = pool.send(endpoint, get(endpoint)).await.unwrap();
+    let response = pool.send(endpoint, get(endpoint), &[]).await.unwrap();
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
@@ -64,7 +64,7 @@ async fn sequential_requests_reuse_one_connection() {
 async fn a_body_dropped_before_its_end_closes_its_connection() {
     let (endpoint, accepted) = backend(&[b'x'; 1 << 20]).await;
     let pool = Upstream::new(PoolOptions::default());
-    let response = pool.send(&endpoint, get(&endpoint)).await.unwrap();
+    let response = pool.send(&endpoint, get(&endpoint), &[]).await.unwrap();
     drop(response);
     assert_eq!(pool.idle_count(&endpoint), 0);
     assert_eq!(exchange(&pool, &endpoint).await.len(), 1 << 20);
@@ -108,7 +108,7 @@ async fn a_refused_connection_is_a_connect_error_naming_the_endpoint() {
     let endpoint: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
     drop(listener);
     let pool = Upstream::new(PoolOptions::default());
-    let error = match pool.send(&endpoint, get(&endpoint)).await {
+    let error = match pool.send(&endpoint, get(&endpoint), &[]).await {
         Err(SendError::Connect(e @ ConnectError::Io { .. })) => e,
         Err(other) => panic!("expected a connect error, got {other}"),
         Ok(_) => panic!("expected a connect error, got a response"),
@@ -159,7 +159,7 @@ async fn at_most_max_idle_connections_are_kept_per_endpoint() {
     // Four exchanges at once need four connections.
     let mut lent = Vec::new();
     for _ in 0..4 {
-        lent.push(pool.send(&endpoint, get(&endpoint)).await.unwrap());
+        lent.push(pool.send(&endpoint, get(&endpoint), &[]).await.unwrap());
     }
     for response in lent {
         response.into_body().collect().await.unwrap();
@@ -251,7 +251,7 @@ async fn chunked_responses_are_decoded_with_trailers_and_the_connection_reused()
     let (endpoint, accepted, _) = scripted(&[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n"]).await;
     let pool = Upstream::new(PoolOptions::default());
     for _ in 0..3 {
-        let response = pool.send(&endpoint, get(&endpoint)).await.unwrap();
+        let response = pool.send(&endpoint, get(&endpoint), &[]).await.unwrap();
         assert_eq!(response.headers()["transfer-encoding"], "chunked");
         let collected = response.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-sum"], "11");
@@ -271,7 +271,7 @@ async fn head_responses_and_interim_responses_carry_no_body() {
     let pool = Upstream::new(PoolOptions::default());
     let mut head = get(&endpoint);
     *head.method_mut() = Method::HEAD;
-    let response = pool.send(&endpoint, head).await.unwrap();
+    let response = pool.send(&endpoint, head, &[]).await.unwrap();
     assert_eq!(response.headers()["content-length"], "1000");
     assert!(response.body().is_end_stream());
     assert_eq!(exchange(&pool, &endpoint).await, "");
@@ -314,7 +314,7 @@ async fn request_bodies_go_out_with_a_length_or_chunked() {
     }
     let big = Bytes::from(vec![7u8; 300_000]);
     let response = pool
-        .send(&endpoint, post(&endpoint, Full::new(big.clone())))
+        .send(&endpoint, post(&endpoint, Full::new(big.clone())), &[])
         .await;
     response.unwrap().into_body().collect().await.unwrap();
     // A body of unknown length, in three pieces.
@@ -323,7 +323,7 @@ async fn request_bodies_go_out_with_a_length_or_chunked() {
             Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(p.as_bytes())))
         }));
     let streamed = http_body_util::StreamBody::new(pieces);
-    let response = pool.send(&endpoint, post(&endpoint, streamed)).await;
+    let response = pool.send(&endpoint, post(&endpoint, streamed), &[]).await;
     response.unwrap().into_body().collect().await.unwrap();
 
     let seen = seen.lock().unwrap();
@@ -366,7 +366,7 @@ async fn invalid_responses_are_errors_that_say_what_is_wrong() {
         let script: &'static [&'static [u8]] = Box::leak(Box::new([answer]));
         let (endpoint, _, _) = scripted(script).await;
         let pool = Upstream::new(PoolOptions::default());
-        let error = match pool.send(&endpoint, get(&endpoint)).await {
+        let error = match pool.send(&endpoint, get(&endpoint), &[]).await {
             Ok(response) => response
                 .into_body()
                 .collect()

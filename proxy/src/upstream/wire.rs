@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, request};
 
 use super::ExchangeError;
+use crate::forward::hop_by_hop_index;
 
 /// Longest response head accepted (status line and headers).
 pub(super) const MAX_HEAD: usize = 64 * 1024;
@@ -50,10 +51,15 @@ impl RequestFraming {
     }
 }
 
-/// Writes the request head: request line in origin form, the headers, and the framing header
-/// `framing` calls for (the client's `Content-Length` / `Transfer-Encoding` are replaced when
-/// they do not match it).
-pub(super) fn encode_head(dst: &mut Vec<u8>, head: &request::Parts, framing: RequestFraming) {
+/// Writes the request head: request line in origin form, the headers, then `extra`, and the
+/// framing header `framing` calls for (the client's `Content-Length` / `Transfer-Encoding` are
+/// replaced when they do not match it).
+pub(super) fn encode_head(
+    dst: &mut Vec<u8>,
+    head: &request::Parts,
+    extra: &[(HeaderName, HeaderValue)],
+    framing: RequestFraming,
+) {
     dst.extend_from_slice(head.method.as_str().as_bytes());
     dst.push(b' ');
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -64,7 +70,7 @@ pub(super) fn encode_head(dst: &mut Vec<u8>, head: &request::Parts, framing: Req
         RequestFraming::Length(_) => !head.headers.contains_key(header::CONTENT_LENGTH),
         RequestFraming::Chunked => true,
     };
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers.iter().chain(extra.iter().map(|(n, v)| (n, v))) {
         if (own_framing && *name == header::CONTENT_LENGTH) || *name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -203,10 +209,25 @@ pub(super) fn parse_response(
     }
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(count);
+    let mut fields = Framing::default();
     for &[ns, ne, vs, ve] in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| ExchangeError::Invalid("header name"))?;
         let raw = &head[vs as usize..ve as usize];
+        // Hop-by-hop fields stay on this connection: read, not passed on.
+        match hop_by_hop_index(&name) {
+            Some(0) => {
+                fields.connection(raw);
+                continue;
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        if name == header::CONTENT_LENGTH {
+            fields.content_length(raw);
+        } else if name == header::TRANSFER_ENCODING {
+            fields.transfer_encoding(raw);
+        }
         let value = if raw.iter().any(|&b| b == b'\r' || b == b'\n') {
             // Obsolete line folding: each CR and LF becomes a space.
             let unfolded: Vec<u8> = raw
@@ -220,8 +241,16 @@ pub(super) fn parse_response(
         .map_err(|_| ExchangeError::Invalid("header value"))?;
         map.append(name, value);
     }
-    let framing = response_framing(&mut map, status, head_request)?;
-    let keep_alive = framing != ResponseFraming::Close && persistent(&map, version);
+    for name in fields.named.drain(..) {
+        map.remove(name);
+    }
+    let framing = fields.framing(&mut map, status, head_request)?;
+    let keep_alive = framing != ResponseFraming::Close
+        && if version == Version::HTTP_10 {
+            fields.keep_alive
+        } else {
+            !fields.close
+        };
     Ok(Parsed::Final(ResponseHead {
         status,
         version,
@@ -232,73 +261,97 @@ pub(super) fn parse_response(
     }))
 }
 
-/// RFC 9112 §6.3. A response with both `Transfer-Encoding` and `Content-Length` loses the
-/// latter (the transfer coding wins, and the proxy must not pass both on).
-fn response_framing(
-    headers: &mut HeaderMap,
-    status: StatusCode,
-    head_request: bool,
-) -> Result<ResponseFraming, ExchangeError> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(ResponseFraming::Empty);
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => ResponseFraming::Chunked,
-            _ => ResponseFraming::Close,
-        });
-    }
-    match content_length(headers) {
-        Ok(Some(n)) => Ok(ResponseFraming::Length(n)),
-        Ok(None) => Ok(ResponseFraming::Close),
-        Err(()) => Err(ExchangeError::Invalid("content-length")),
-    }
+/// What a response's fields say about its framing and its connection, gathered in the one pass
+/// that builds its header map.
+#[derive(Debug, Default)]
+struct Framing {
+    /// `Content-Length`: `Err` if some value is not a number or they disagree.
+    length: Option<Result<u64, ()>>,
+    /// `Transfer-Encoding` present, and whether its last coding is chunked.
+    transfer_encoding: Option<bool>,
+    /// `Connection` tokens.
+    close: bool,
+    keep_alive: bool,
+    /// Fields `Connection` names (hop-by-hop too).
+    named: Vec<HeaderName>,
 }
 
-/// The `Content-Length` of a message: every field and list member must be the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for member in value.as_bytes().split(|&b| b == b',') {
-            let digits = member.trim_ascii();
-            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let n = digits
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            match length {
-                Some(previous) if previous != n => return Err(()),
-                _ => length = Some(n),
+impl Framing {
+    fn connection(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if let Ok(name) = HeaderName::from_bytes(token) {
+                self.named.push(name);
             }
         }
     }
-    Ok(length)
+
+    fn content_length(&mut self, value: &[u8]) {
+        for member in value.split(|&b| b == b',') {
+            let n = parse_length(member.trim_ascii());
+            self.length = Some(match (self.length, n) {
+                (None, n) => n,
+                (Some(Ok(previous)), Ok(n)) if previous == n => Ok(n),
+                _ => Err(()),
+            });
+        }
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+        self.transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    }
+
+    /// RFC 9112 §6.3. A response with both `Transfer-Encoding` and `Content-Length` loses the
+    /// latter (the transfer coding wins, and the proxy must not pass both on).
+    fn framing(
+        &self,
+        headers: &mut HeaderMap,
+        status: StatusCode,
+        head_request: bool,
+    ) -> Result<ResponseFraming, ExchangeError> {
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(ResponseFraming::Empty);
+        }
+        if let Some(chunked) = self.transfer_encoding {
+            if self.length.is_some() {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            return Ok(if chunked {
+                ResponseFraming::Chunked
+            } else {
+                ResponseFraming::Close
+            });
+        }
+        match self.length {
+            Some(Ok(n)) => Ok(ResponseFraming::Length(n)),
+            None => Ok(ResponseFraming::Close),
+            Some(Err(())) => Err(ExchangeError::Invalid("content-length")),
+        }
+    }
 }
 
-/// Whether the backend keeps the connection open after this response (RFC 9112 §9.3).
-fn persistent(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .unwrap_or_default()
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has("keep-alive")
-    } else {
-        !has("close")
+/// A `Content-Length` value: decimal digits only.
+fn parse_length(digits: &[u8]) -> Result<u64, ()> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(());
     }
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The `Content-Length` of a request: every field and list member must be the same number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut fields = Framing::default();
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        fields.content_length(value.as_bytes());
+    }
+    fields.length.transpose()
 }
 
 /// Whether a request may be sent again after a reused connection failed before any response

@@ -102,11 +102,15 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
-    let headers: BTreeMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
+    // A field received more than once shows all its values, joined by " | ".
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        let v = v.to_str().unwrap_or("");
+        headers
+            .entry(k.to_string())
+            .and_modify(|all| *all = format!("{all} | {v}"))
+            .or_insert_with(|| v.to_owned());
+    }
     let body_len = req
         .into_body()
         .collect()

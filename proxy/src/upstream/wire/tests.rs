@@ -120,6 +120,17 @@ fn persistence_follows_the_version_and_connection() {
 }
 
 #[test]
+fn hop_by_hop_fields_are_read_and_not_passed_on() {
+    let (head, _) = head_of(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: 1\r\nUpgrade: h2c\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n",
+    );
+    let mut names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "x-kept"]);
+    assert!(head.keep_alive);
+}
+
+#[test]
 fn unusual_reason_phrases_and_folded_headers_are_kept() {
     let (head, _) =
         head_of(b"HTTP/1.1 200 Fine Thanks\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n");
@@ -179,7 +190,7 @@ fn request_heads_carry_the_chosen_framing() {
         let (parts, ()) = request.into_parts();
         let framing = RequestFraming::choose(&parts.headers, end_stream, exact);
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, framing);
+        encode_head(&mut out, &parts, &[], framing);
         (framing, String::from_utf8(out).unwrap())
     };
     let get = Request::get("/a?b=1").header("host", "h").body(()).unwrap();
@@ -219,6 +230,15 @@ fn request_heads_carry_the_chosen_framing() {
             "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
         )
     );
+    let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+    let mut out = Vec::new();
+    let extra = [(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    )];
+    encode_head(&mut out, &parts, &extra, RequestFraming::Empty);
+    assert_eq!(out, b"GET / HTTP/1.1\r\nx-forwarded-proto: http\r\n\r\n");
+
     let mut out = Vec::new();
     encode_data(&mut out, RequestFraming::Chunked, &[b'x'; 26]);
     encode_last_chunk(&mut out, None);
