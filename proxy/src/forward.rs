@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::deadline;
 use crate::error::ProxyError;
 use crate::metrics::Telemetry;
 use crate::mirror::{Mirror, MirrorOptions, RequestBody};
@@ -232,8 +233,12 @@ impl Proxy {
         // those the client (or a filter) set are replaced. X-Forwarded-For is one comma-joined
         // field: many applications read only the first line.
         let present = forwarded_present(&parts.headers);
-        let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-            Some(Ok(previous)) if present & 1 != 0 => {
+        let previous = match present & 1 {
+            0 => None,
+            _ => parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()),
+        };
+        let forwarded_for = match previous {
+            Some(Ok(previous)) => {
                 HeaderValue::try_from(format!("{previous}, {}", client.addr.ip()))
                     .map_err(|_| ProxyError::BadRequest("x-forwarded-for"))?
             }
@@ -280,9 +285,9 @@ impl Proxy {
         let deadline = limit.map(|l| start + l);
         let pending = upstream.send(endpoint, request, forwarded);
         let result = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, pending)
+            Some(deadline) => deadline::within(deadline, pending)
                 .await
-                .map_err(|_| ProxyError::Timeout)?,
+                .ok_or(ProxyError::Timeout)?,
             None => pending.await,
         };
         let response = result.map_err(|e| match e {

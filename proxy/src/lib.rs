@@ -10,7 +10,8 @@
 //! - [`config`]: the objects and their loading from files, with errors naming file/object/field;
 //! - [`table`]: the compiler and the pure routing decision (match, precedence, weighted pick);
 //! - [`forward`]: the request path (headers, timeouts, metrics); [`upstream`]: the pooled
-//!   connections to backends; [`workers`]: the serving threads;
+//!   connections to backends; [`workers`]: the serving threads; [`deadline`]: their request
+//!   deadlines;
 //! - [`mirror`]: copies of requests to mirror backends, off the live path;
 //! - [`server`]: listeners, HTTP/1.1 + h2c, graceful drain; [`admin`]: metrics and health;
 //! - [`reload`]: applying configuration and watching files; [`metrics`]: the Prometheus metrics;
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod forward;
 pub mod kubernetes;

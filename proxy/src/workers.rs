@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::deadline;
 use crate::upstream::{PoolOptions, Upstream};
 
 /// The serving threads. Dropping this stops them; tasks still running on them are dropped.
@@ -75,9 +76,13 @@ impl Worker {
         std::thread::Builder::new()
             .name(format!("serin-worker-{index}"))
             .spawn(move || {
-                // A current-thread runtime runs its tasks while `block_on` runs.
+                // A current-thread runtime runs its tasks while `block_on` runs; the
+                // thread's request deadlines are kept by this same future.
                 runtime.block_on(async {
-                    let _ = stopped.await;
+                    tokio::select! {
+                        _ = stopped => {}
+                        () = deadline::tick() => {}
+                    }
                 });
             })?;
         Ok(Worker {
