@@ -203,6 +203,23 @@ impl<F: Future> Future for Within<F> {
     }
 }
 
+/// hyper's timer for HTTP/1 connections on the serving threads: the header read timeout, one
+/// per request, becomes a slot in the thread's list too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListTimer;
+
+impl hyper::rt::Timer for ListTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Deadline::new(Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, at: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Deadline::new(Instant::from_std(at)))
+    }
+}
+
+impl hyper::rt::Sleep for Deadline {}
+
 /// Keeps this thread's deadlines: fires expired ones every [`TICK`] while any waits, and
 /// sleeps otherwise. Runs until dropped; deadlines registered meanwhile then fire at once.
 pub async fn tick() {
@@ -267,6 +284,32 @@ mod tests {
             within(start + Duration::from_secs(5), async { 7 }).await,
             Some(7)
         );
+    }
+
+    #[tokio::test]
+    async fn hypers_timer_sleeps_on_the_list() {
+        use hyper::rt::Timer as _;
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let ticker = tokio::task::spawn_local(tick());
+                tokio::task::yield_now().await;
+                let start = Instant::now();
+                ListTimer.sleep(Duration::from_millis(30)).await;
+                ListTimer
+                    .sleep_until(std::time::Instant::now() + Duration::from_millis(20))
+                    .await;
+                let took = start.elapsed();
+                assert!(took >= Duration::from_millis(50), "{took:?}");
+                LIST.with(|list| {
+                    let list = list.borrow();
+                    let list = list.as_ref().unwrap();
+                    assert_eq!(list.slots.len(), 1, "the second sleep reused the slot");
+                    assert_eq!(list.free.len(), 1);
+                });
+                ticker.abort();
+            })
+            .await;
     }
 
     #[tokio::test]

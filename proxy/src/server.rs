@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::deadline;
 use crate::error::ConfigError;
 use crate::forward::{Peer, Proxy};
 use crate::metrics::OpenConnection;
@@ -213,7 +214,7 @@ async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(deadline::ListTimer)
         .header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(stream), service);
