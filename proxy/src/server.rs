@@ -215,7 +215,11 @@ async fn serve(
     builder
         .http1()
         .timer(deadline::ListTimer)
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(Duration::from_secs(30))
+        // One buffer per write: a response's head and its first body bytes go out together
+        // with `write`, instead of hyper queueing them for `writev` (fewer instructions per
+        // proxied request in `benches/callgrind`; body bytes are copied once more).
+        .writev(false);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
