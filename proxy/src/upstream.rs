@@ -262,9 +262,13 @@ impl Upstream {
             conn.write.clear();
             wire::encode_head(&mut conn.write, &head, extra, framing);
             let result = match exchange(&mut conn, &mut body, framing, head_request).await {
-                // The backend may have answered before it stopped reading the request.
+                // The backend may have answered before it stopped reading the request; the
+                // connection is not reused after that.
                 Err(ExchangeError::Write(e)) => match read_head(&mut conn, head_request).await {
-                    Ok(response) => Ok(response),
+                    Ok(mut response) => {
+                        response.keep_alive = false;
+                        Ok(response)
+                    }
                     Err(_) => Err(ExchangeError::Write(e)),
                 },
                 other => other,
