@@ -21,6 +21,8 @@ pub struct UpstreamBody {
     lease: Option<Lease>,
     /// Whether the connection can be reused once the body is complete.
     keep_alive: bool,
+    /// Why the body cannot be completed, reported on the poll after the one that found out.
+    error: Option<ExchangeError>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,8 @@ enum State {
     /// Until the backend closes the connection.
     Close,
     Done,
+    /// The body cannot be completed; see [`UpstreamBody::error`].
+    Failed,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -68,6 +72,7 @@ impl UpstreamBody {
             state,
             lease: Some(lease),
             keep_alive: head.keep_alive,
+            error: None,
         };
         if body.state == State::Done {
             body.finish();
@@ -92,10 +97,20 @@ impl UpstreamBody {
         }
     }
 
-    fn fail(&mut self, error: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
-        self.state = State::Done;
+    /// The body cannot be completed: the connection is closed, and the error reported on the
+    /// next poll. A server sends what it has buffered (the head, the bytes received so far) only
+    /// when the body has nothing ready, and drops it on an error: so the client gets what did
+    /// arrive, then sees the response cut short.
+    fn fail(
+        &mut self,
+        error: ExchangeError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        self.state = State::Failed;
         self.lease = None;
-        Poll::Ready(Some(Err(error)))
+        self.error = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -111,13 +126,16 @@ impl Body for UpstreamBody {
         if let Some(data) = this.ready.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        if let Some(error) = this.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         loop {
             let Some(lease) = this.lease.as_mut() else {
                 return Poll::Ready(None);
             };
             let conn = &mut lease.conn;
             match &mut this.state {
-                State::Done => return Poll::Ready(None),
+                State::Done | State::Failed => return Poll::Ready(None),
                 State::Length(left) => {
                     if !conn.read.is_empty() {
                         let take = (*left).min(conn.read.len() as u64);
@@ -141,7 +159,7 @@ impl Body for UpstreamBody {
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::NeedMore) => {}
-                    Err(e) => return this.fail(e),
+                    Err(e) => return this.fail(e, cx),
                 },
                 State::Close => {
                     if !conn.read.is_empty() {
@@ -156,9 +174,9 @@ impl Body for UpstreamBody {
                     this.lease = None;
                     return Poll::Ready(None);
                 }
-                Ok(0) => return this.fail(ExchangeError::ClosedInBody),
+                Ok(0) => return this.fail(ExchangeError::ClosedInBody, cx),
                 Ok(_) => {}
-                Err(e) => return this.fail(ExchangeError::Read(e)),
+                Err(e) => return this.fail(ExchangeError::Read(e), cx),
             }
         }
     }
@@ -172,7 +190,7 @@ impl Body for UpstreamBody {
         match self.state {
             State::Done => SizeHint::with_exact(ready),
             State::Length(left) => SizeHint::with_exact(ready + left),
-            State::Chunked(_) | State::Close => {
+            State::Chunked(_) | State::Close | State::Failed => {
                 let mut hint = SizeHint::new();
                 hint.set_lower(ready);
                 hint
