@@ -30,6 +30,9 @@ thread_local! {
 
 #[derive(Default)]
 struct List {
+    /// Tells this list from an earlier one on the same thread: a slot index is only valid in
+    /// the list that gave it out.
+    generation: u64,
     slots: Vec<Slot>,
     /// Indices of free slots.
     free: Vec<usize>,
@@ -97,8 +100,8 @@ pub struct Deadline {
 
 enum State {
     New,
-    /// Registered in this thread's list.
-    Slot(usize),
+    /// Registered in this thread's list: (generation, index).
+    Slot(u64, usize),
     /// No list on this thread.
     Timer(Pin<Box<Sleep>>),
 }
@@ -119,10 +122,10 @@ impl Future for Deadline {
         let this = self.get_mut();
         match &mut this.state {
             State::Timer(sleep) => return sleep.as_mut().poll(cx),
-            State::Slot(index) => {
-                let index = *index;
+            State::Slot(generation, index) => {
+                let (generation, index) = (*generation, *index);
                 let fired = LIST.with(|list| match list.borrow_mut().as_mut() {
-                    Some(list) => match &mut list.slots[index] {
+                    Some(list) if list.generation == generation => match &mut list.slots[index] {
                         Slot::Waiting { waker, .. } => {
                             if !waker.will_wake(cx.waker()) {
                                 *waker = cx.waker().clone();
@@ -132,7 +135,7 @@ impl Future for Deadline {
                         Slot::Fired | Slot::Free => Some(true),
                     },
                     // The loop has stopped (the thread is shutting down).
-                    None => None,
+                    _ => None,
                 });
                 match fired {
                     Some(true) => return Poll::Ready(()),
@@ -150,11 +153,12 @@ impl Future for Deadline {
         let at = this.at;
         let slot = LIST.with(|list| {
             let mut list = list.borrow_mut();
-            Some(list.as_mut()?.register(at, cx.waker().clone()))
+            let list = list.as_mut()?;
+            Some((list.generation, list.register(at, cx.waker().clone())))
         });
         match slot {
-            Some(index) => {
-                this.state = State::Slot(index);
+            Some((generation, index)) => {
+                this.state = State::Slot(generation, index);
                 Poll::Pending
             }
             None => {
@@ -169,10 +173,12 @@ impl Future for Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        if let State::Slot(index) = self.state {
+        if let State::Slot(generation, index) = self.state {
             // `try_with`: the thread's locals may already be gone when it exits.
             let _ = LIST.try_with(|list| {
-                if let Some(list) = list.borrow_mut().as_mut() {
+                if let Some(list) = list.borrow_mut().as_mut()
+                    && list.generation == generation
+                {
                     list.slots[index] = Slot::Free;
                     list.free.push(index);
                 }
@@ -248,7 +254,19 @@ pub async fn tick() {
             });
         }
     }
-    LIST.with(|list| *list.borrow_mut() = Some(List::default()));
+    thread_local! {
+        static GENERATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let generation = GENERATIONS.with(|g| {
+        g.set(g.get() + 1);
+        g.get()
+    });
+    LIST.with(|list| {
+        *list.borrow_mut() = Some(List {
+            generation,
+            ..List::default()
+        })
+    });
     let _installed = Installed;
     let mut sleep = Box::pin(tokio::time::sleep(TICK));
     let mut sleeping = false;
@@ -307,6 +325,40 @@ mod tests {
             within(start + Duration::from_secs(5), async { 7 }).await,
             Some(7)
         );
+    }
+
+    #[tokio::test]
+    async fn a_deadline_outlives_its_list_and_leaves_the_next_alone() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let first = tokio::task::spawn_local(tick());
+                tokio::task::yield_now().await;
+                let start = Instant::now();
+                let mut old = Box::pin(Deadline::new(start + Duration::from_millis(40)));
+                assert!(futures_util::poll!(old.as_mut()).is_pending());
+                first.abort();
+                let _ = first.await;
+                let second = tokio::task::spawn_local(tick());
+                tokio::task::yield_now().await;
+                let mut new = Box::pin(Deadline::new(start + Duration::from_secs(60)));
+                assert!(futures_util::poll!(new.as_mut()).is_pending());
+                // The old deadline now runs on a Tokio timer; dropping it frees nothing here.
+                old.await;
+                assert!(start.elapsed() >= Duration::from_millis(40));
+                LIST.with(|list| {
+                    let list = list.borrow();
+                    let list = list.as_ref().unwrap();
+                    assert!(
+                        matches!(list.slots[0], Slot::Waiting { .. }),
+                        "the new one waits"
+                    );
+                    assert!(list.free.is_empty());
+                });
+                drop(new);
+                second.abort();
+            })
+            .await;
     }
 
     #[tokio::test]
