@@ -309,6 +309,25 @@ pub async fn tick() {
 mod tests {
     use super::*;
 
+    /// Runs `test` on this thread with its tick loop running, as on a serving thread.
+    async fn with_tick_loop<F: Future>(test: F) -> F::Output {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let ticker = tokio::task::spawn_local(tick());
+                tokio::task::yield_now().await;
+                let output = test.await;
+                ticker.abort();
+                output
+            })
+            .await
+    }
+
+    /// Looks at this thread's list.
+    fn inspect<R>(look: impl FnOnce(&List) -> R) -> R {
+        LIST.with(|list| look(list.borrow().as_ref().expect("a tick loop runs")))
+    }
+
     #[tokio::test]
     async fn without_a_tick_loop_a_deadline_is_a_timer() {
         let start = Instant::now();
@@ -346,9 +365,7 @@ mod tests {
                 // The old deadline now runs on a Tokio timer; dropping it frees nothing here.
                 old.await;
                 assert!(start.elapsed() >= Duration::from_millis(40));
-                LIST.with(|list| {
-                    let list = list.borrow();
-                    let list = list.as_ref().unwrap();
+                inspect(|list| {
                     assert!(
                         matches!(list.slots[0], Slot::Waiting { .. }),
                         "the new one waits"
@@ -364,79 +381,65 @@ mod tests {
     #[tokio::test]
     async fn hypers_timer_sleeps_on_the_list() {
         use hyper::rt::Timer as _;
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let ticker = tokio::task::spawn_local(tick());
-                tokio::task::yield_now().await;
-                let start = Instant::now();
-                ListTimer.sleep(Duration::from_millis(30)).await;
-                ListTimer
-                    .sleep_until(std::time::Instant::now() + Duration::from_millis(20))
-                    .await;
-                let took = start.elapsed();
-                assert!(took >= Duration::from_millis(50), "{took:?}");
-                LIST.with(|list| {
-                    let list = list.borrow();
-                    let list = list.as_ref().unwrap();
-                    assert_eq!(list.slots.len(), 1, "the second sleep reused the slot");
-                    assert_eq!(list.free.len(), 1);
-                });
-                ticker.abort();
-            })
-            .await;
+        with_tick_loop(async {
+            let start = Instant::now();
+            ListTimer.sleep(Duration::from_millis(30)).await;
+            ListTimer
+                .sleep_until(std::time::Instant::now() + Duration::from_millis(20))
+                .await;
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(50), "{took:?}");
+            inspect(|list| {
+                assert_eq!(list.slots.len(), 1, "the second sleep reused the slot");
+                assert_eq!(list.free.len(), 1);
+            });
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn deadlines_fire_within_a_tick_and_finished_work_frees_its_slot() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let ticker = tokio::task::spawn_local(tick());
-                tokio::task::yield_now().await;
-                let start = Instant::now();
-                let mut waits = Vec::new();
-                // The second is earlier than the first: the loop must re-arm for it.
-                for ms in [300u64, 20, 80] {
-                    waits.push(tokio::task::spawn_local(async move {
-                        within(
-                            start + Duration::from_millis(ms),
-                            std::future::pending::<()>(),
-                        )
-                        .await;
-                        start.elapsed()
-                    }));
-                }
-                // Work that finishes in time gives its slot back.
-                for _ in 0..100 {
-                    let work = async {
-                        tokio::task::yield_now().await;
-                        1
-                    };
-                    assert_eq!(within(start + Duration::from_secs(60), work).await, Some(1));
-                }
-                for (wait, ms) in waits.into_iter().zip([300u64, 20, 80]) {
-                    let took = wait.await.unwrap();
-                    assert!(took >= Duration::from_millis(ms), "{took:?} < {ms} ms");
-                    // Generous: the machine may be busy.
-                    assert!(took < Duration::from_millis(ms) + 20 * TICK, "{took:?}");
-                }
-                LIST.with(|list| {
-                    let list = list.borrow();
-                    let list = list.as_ref().unwrap();
-                    assert!(
-                        !list.slots.iter().any(|s| matches!(s, Slot::Waiting { .. })),
-                        "nothing waits"
-                    );
-                    assert_eq!(
-                        list.free.len(),
-                        list.slots.len(),
-                        "every slot is free again"
-                    );
-                    assert!(list.slots.len() <= 4, "{} slots", list.slots.len());
-                });
-                ticker.abort();
-            })
-            .await;
+        with_tick_loop(async {
+            let start = Instant::now();
+            let mut waits = Vec::new();
+            // The second is earlier than the first: the loop must re-arm for it.
+            for ms in [300u64, 20, 80] {
+                waits.push(tokio::task::spawn_local(async move {
+                    within(
+                        start + Duration::from_millis(ms),
+                        std::future::pending::<()>(),
+                    )
+                    .await;
+                    start.elapsed()
+                }));
+            }
+            // Work that finishes in time gives its slot back.
+            for _ in 0..100 {
+                let work = async {
+                    tokio::task::yield_now().await;
+                    1
+                };
+                assert_eq!(within(start + Duration::from_secs(60), work).await, Some(1));
+            }
+            for (wait, ms) in waits.into_iter().zip([300u64, 20, 80]) {
+                let took = wait.await.unwrap();
+                assert!(took >= Duration::from_millis(ms), "{took:?} < {ms} ms");
+                // Generous: the machine may be busy.
+                assert!(took < Duration::from_millis(ms) + 20 * TICK, "{took:?}");
+            }
+            inspect(|list| {
+                assert!(
+                    !list.slots.iter().any(|s| matches!(s, Slot::Waiting { .. })),
+                    "nothing waits"
+                );
+                assert_eq!(
+                    list.free.len(),
+                    list.slots.len(),
+                    "every slot is free again"
+                );
+                assert!(list.slots.len() <= 4, "{} slots", list.slots.len());
+            });
+        })
+        .await;
     }
 }

@@ -511,30 +511,24 @@ async fn chunked_response_with_extensions_arrives_whole_and_connection_is_reused
 const WITH_TRAILERS: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
     4\r\nwith\r\n9\r\n trailers\r\n0\r\nX-Checksum: 1\r\nX-Other: two\r\n\r\n";
 
-#[tokio::test]
-async fn chunked_response_with_trailers_arrives_whole() {
-    let (b, h) = setup().await;
-    b.push(Step::keep(WITH_TRAILERS));
-    b.push(Step::keep(ok("next")));
-    let r = get(&h, "/trailers").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.text(), "with trailers");
-    let r = get(&h, "/next").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.text(),
-        "next",
-        "the trailers were consumed with the response"
-    );
+/// Answers GET `path` with `first`, then GET /second with a plain "second" (which must arrive
+/// whole: nothing of the first answer was left over); returns the first reply.
+async fn first_then_second(b: &ScriptedBackend, h: &Harness, first: Step, path: &str) -> Got {
+    b.push(first);
+    b.push(Step::keep(ok("second")));
+    let r = get(h, path).await;
+    let second = get(h, "/second").await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.text(), "second");
+    r
 }
 
 #[tokio::test]
-async fn connection_is_reused_after_a_chunked_response_with_trailers() {
+async fn chunked_response_with_trailers_arrives_whole_and_connection_is_reused() {
     let (b, h) = setup().await;
-    b.push(Step::keep(WITH_TRAILERS));
-    b.push(Step::keep(ok("next")));
-    assert_eq!(get(&h, "/trailers").await.text(), "with trailers");
-    assert_eq!(get(&h, "/next").await.text(), "next");
+    let r = first_then_second(&b, &h, Step::keep(WITH_TRAILERS), "/trailers").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "with trailers");
     assert_eq!(b.accepted(), 1, "the upstream connection is reused");
     assert_eq!(b.connections_used(), [0, 0]);
 }
@@ -545,15 +539,10 @@ async fn close_delimited_response_arrives_whole_and_next_request_opens_a_new_con
     let body = pattern(200_000, 3);
     let mut response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
     response.extend_from_slice(&body);
-    b.push(Step::close(response));
-    b.push(Step::keep(ok("second")));
-    let r = get(&h, "/eof").await;
+    let r = first_then_second(&b, &h, Step::close(response), "/eof").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body.len(), body.len());
     assert!(r.body == body, "the close-delimited body differs");
-    let r = get(&h, "/second").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.text(), "second");
     assert_eq!(b.accepted(), 2);
     assert_eq!(b.connections_used(), [0, 1]);
 }
@@ -890,15 +879,10 @@ async fn chunked_framing_wins_over_content_length_in_a_response() {
 async fn connection_close_response_is_delivered_and_the_connection_not_reused() {
     let (b, h) = setup().await;
     // The backend keeps its end open: the proxy must go by the header, not by an EOF.
-    b.push(Step::keep(
-        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\nclosing",
-    ));
-    b.push(Step::keep(ok("second")));
-    let r = get(&h, "/close").await;
+    let answer = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\nclosing";
+    let r = first_then_second(&b, &h, Step::keep(answer), "/close").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "closing");
-    let r = get(&h, "/second").await;
-    assert_eq!(r.text(), "second");
     assert_eq!(b.accepted(), 2);
     assert_eq!(b.connections_used(), [0, 1]);
 }
@@ -907,15 +891,10 @@ async fn connection_close_response_is_delivered_and_the_connection_not_reused() 
 async fn http10_response_without_keep_alive_is_delivered_and_the_connection_not_reused() {
     let (b, h) = setup().await;
     // The backend keeps its end open: HTTP/1.0 without keep-alive means close all the same.
-    b.push(Step::keep(
-        "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nold-timer",
-    ));
-    b.push(Step::keep(ok("second")));
-    let r = get(&h, "/old").await;
+    let answer = "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nold-timer";
+    let r = first_then_second(&b, &h, Step::keep(answer), "/old").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "old-timer");
-    let r = get(&h, "/second").await;
-    assert_eq!(r.text(), "second");
     assert_eq!(b.accepted(), 2);
     assert_eq!(b.connections_used(), [0, 1]);
 }
