@@ -1,5 +1,6 @@
-//! The response body the proxy sends: the backend's body streamed through (optionally under a
-//! deadline), or a short message the proxy writes itself.
+//! The bodies the proxy handles: a client's request body ([`ClientBody`]) and the response
+//! body it sends ([`ProxyBody`]: the backend's body streamed through, optionally under a
+//! deadline, or a short message the proxy writes itself).
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -9,9 +10,53 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::server::http1::Http1Body;
 use crate::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body, as its connection delivers it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// The request has no body.
+    Empty,
+    /// Read from an HTTP/1.1 connection by whoever polls it.
+    Http1(Http1Body),
+    /// A stream of an h2c connection.
+    Http2(hyper::body::Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Http1(body) => body.is_end_stream(),
+            ClientBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Http1(body) => body.size_hint(),
+            ClientBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A response body.
 #[derive(Debug)]

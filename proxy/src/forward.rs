@@ -22,10 +22,9 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::deadline;
 use crate::error::ProxyError;
 use crate::metrics::Telemetry;
@@ -155,7 +154,7 @@ impl Proxy {
         port: u16,
         client: &Peer,
         upstream: &Upstream,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let table = self.table.load_full();
@@ -192,7 +191,7 @@ impl Proxy {
         &self,
         decision: &Decision<'_>,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         client: &Peer,
         upstream: &Upstream,
         start: Instant,

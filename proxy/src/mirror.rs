@@ -33,10 +33,10 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderName, HeaderValue, Request, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::body::{BoxError, ClientBody};
 use crate::metrics::{Metrics, MirrorDrop};
 use crate::table::MirrorPolicy;
 use crate::upstream::{PoolOptions, SendError, Upstream};
@@ -145,7 +145,7 @@ impl Mirror {
         policies: impl Iterator<Item = &'p Arc<MirrorPolicy>>,
         head: &Parts,
         extra: &[(HeaderName, HeaderValue)],
-        body: Incoming,
+        body: ClientBody,
     ) -> RequestBody {
         let empty = body.is_end_stream();
         let too_large = body.size_hint().lower() > self.body_limit as u64;
@@ -287,8 +287,8 @@ async fn send(job: Job, upstream: &Upstream, timeout: Duration, metrics: &Metric
 /// The body sent to the live backend: the client's body, teed when mirrors wait for a copy.
 #[derive(Debug)]
 pub enum RequestBody {
-    Plain { body: Incoming },
-    Tee { body: Incoming, tee: Tee },
+    Plain { body: ClientBody },
+    Tee { body: ClientBody, tee: Tee },
 }
 
 /// Copies the body's data as it streams past, until the end or the size limit.
@@ -317,12 +317,12 @@ impl Drop for Tee {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Plain { body } => Pin::new(body).poll_frame(cx),
             RequestBody::Tee { body, tee } => {

@@ -1,5 +1,5 @@
-//! Listeners: one accept loop per Gateway listener port, HTTP/1.1 and h2c on each connection,
-//! and graceful drain.
+//! Listeners: one accept loop per Gateway listener port, HTTP/1.1 ([`http1`]) and h2c (hyper)
+//! on each connection, and graceful drain.
 //!
 //! Accept loops run on the control runtime and hand each connection to a serving thread
 //! ([`Workers`]), where it is served to its end.
@@ -10,22 +10,34 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::poll_fn;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
+use crate::body::ClientBody;
 use crate::deadline;
 use crate::error::ConfigError;
 use crate::forward::{Peer, Proxy};
 use crate::metrics::OpenConnection;
 use crate::upstream::Upstream;
 use crate::workers::Workers;
+
+pub mod http1;
 
 /// Listeners bound but not yet serving; see [`Listeners::bind_new`].
 pub struct Bound(Vec<(u16, std::net::TcpListener)>);
@@ -203,34 +215,124 @@ async fn serve(
     stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    // The first bytes tell HTTP/2 (its connection preface) from HTTP/1.1.
+    let mut read = BytesMut::with_capacity(8 * 1024);
+    let sniffed = deadline::within(
+        Instant::now() + http1::HEADER_READ_TIMEOUT,
+        poll_fn(|cx| sniff(&stream, &mut read, cx)),
+    );
+    let is_h2 = tokio::select! {
+        sniffed = sniffed => match sniffed {
+            Some(Ok(is_h2)) => is_h2,
+            Some(Err(_)) | None => return,
+        },
+        () = stop.as_mut() => return,
+    };
+    if !is_h2 {
+        http1::serve(&connection, stream, read, stop).await;
+        return;
+    }
     let remote = connection.peer.addr;
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let connection = connection.clone();
         async move {
             let c = &*connection;
+            let req = req.map(ClientBody::Http2);
             Ok::<_, Infallible>(c.proxy.serve(c.port, &c.peer, &c.upstream, req).await)
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(deadline::ListTimer)
-        .header_read_timeout(Duration::from_secs(30))
-        // One buffer per write: a response's head and its first body bytes go out together
-        // with `write`, instead of hyper queueing them for `writev` (fewer instructions per
-        // proxied request in `benches/callgrind`; body bytes are copied once more).
-        .writev(false);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let io = Rewind {
+        prefix: read.freeze(),
+        io: stream,
+    };
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+        () = stop => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
     if let Err(e) = result {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes tell whether the client speaks HTTP/2: true once they are the
+/// whole preface, false as soon as they differ from it.
+fn sniff(io: &TcpStream, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+    loop {
+        let n = read.len().min(PREFACE.len());
+        if read[..n] != PREFACE[..n] {
+            return Poll::Ready(Ok(false));
+        }
+        if n == PREFACE.len() {
+            return Poll::Ready(Ok(true));
+        }
+        if ready!(http1::poll_fill(io, read, cx))? == 0 {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewind {
+    prefix: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

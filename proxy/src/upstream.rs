@@ -46,7 +46,7 @@ pub use body::UpstreamBody;
 use wire::{Parsed, RequestFraming, ResponseHead};
 
 mod body;
-mod wire;
+pub(crate) mod wire;
 
 /// Settings of an upstream pool.
 #[derive(Debug, Clone)]

@@ -517,7 +517,15 @@ async fn http10_requests_without_host_name_the_endpoint() {
         .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    // RFC 9110 §2.5: the server's own version (1.1) in answer to 1.0, as nginx does; the
+    // connection closes after it, since the client did not ask to keep it.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
     let seen = a.seen.lock().unwrap().clone();
     assert_eq!(seen, [(format!("127.0.0.1:{}", a.port()), 0)]);
 }

@@ -365,7 +365,7 @@ pub(super) fn idempotent(method: &Method) -> bool {
 
 /// Where a chunked body's decoder stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Chunked {
+pub(crate) enum Chunked {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk's data, this many bytes to go.
@@ -379,7 +379,7 @@ pub(super) enum Chunked {
 
 /// What [`Chunked::decode`] produced.
 #[derive(Debug)]
-pub(super) enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     Trailers(HeaderMap),
     /// The body ended (the final empty line has been consumed).
@@ -390,7 +390,7 @@ pub(super) enum Decoded {
 
 impl Chunked {
     /// Decodes the next element of a chunked body from the front of `buf`, consuming it.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
         loop {
             match *self {
                 Chunked::Size => match httparse::parse_chunk_size(buf) {

@@ -19,6 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serin_proxy::runtime::{self, Options, Running};
 
+pub mod wire;
+
 /// A backend that answers every request with its name and what it saw.
 ///
 /// Paths: `/slow/MS` waits before answering, `/status/CODE` answers CODE, `/stream` sends two

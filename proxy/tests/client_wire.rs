@@ -1,0 +1,379 @@
+//! The proxy against clients that speak raw HTTP/1.1: pipelining, `Expect: 100-continue`,
+//! HTTP/1.0, request framing that must be refused, limits. These pin down the proxy's own
+//! HTTP/1.1 server on the wire.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::wire::{Head, Wire};
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Time allowed for any one exchange with the proxy before a test fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A proxy routing `app.example.com` to backend `a`; other hosts have no route (404).
+async fn setup() -> (TestBackend, Harness) {
+    let a = TestBackend::start("a").await;
+    let port = free_port();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [app.example.com]\n  rules:\n  - backendRefs:\n    - {group: serin.dev, kind: Backend, name: a, weight: 1}\n";
+    let h = Harness::start(
+        port,
+        &[
+            ("gw.yaml", gateway_and_backends(port, &[("a", a.port())])),
+            ("route.yaml", route.to_owned()),
+        ],
+    )
+    .await;
+    (a, h)
+}
+
+async fn connect(h: &Harness) -> Wire {
+    Wire::new(TcpStream::connect(("127.0.0.1", h.port)).await.unwrap())
+}
+
+async fn send(wire: &mut Wire, bytes: &[u8]) {
+    wire.stream.write_all(bytes).await.unwrap();
+}
+
+/// The next response on `wire`: head, decoded body, and whether the body was complete.
+async fn response(wire: &mut Wire, head_request: bool) -> (Head, Vec<u8>, bool) {
+    tokio::time::timeout(PATIENCE, wire.read_response(head_request))
+        .await
+        .expect("no response in time")
+        .expect("the connection ended before a response")
+}
+
+/// What the test backend reported seeing.
+fn seen(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+}
+
+/// True if the proxy closes the connection (after anything it still sends) within PATIENCE.
+async fn closes(wire: &mut Wire) -> bool {
+    tokio::time::timeout(PATIENCE, async { while wire.fill().await {} })
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /one HTTP/1.1\r\nHost: app.example.com\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\nhello\
+          GET /three HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    for (path, body_len) in [("/one", 0), ("/two", 5), ("/three", 0)] {
+        let (head, body, complete) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 200, "{path}");
+        assert!(complete);
+        let seen = seen(&body);
+        assert_eq!(seen["path"], path);
+        assert_eq!(seen["body_len"], body_len, "{path}");
+        assert_eq!(head.get("connection"), None);
+    }
+    send(
+        &mut wire,
+        b"GET /four HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(seen(&body)["path"], "/four");
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test]
+async fn expect_continue_gets_100_before_the_body_is_sent() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"PUT /upload HTTP/1.1\r\nHost: app.example.com\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+    )
+    .await;
+    let (interim, _, _) = response(&mut wire, false).await;
+    assert_eq!(interim.start, "HTTP/1.1 100 Continue");
+    send(&mut wire, b"hello world").await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(seen(&body)["body_len"], 11);
+    assert_eq!(a.seen.lock().unwrap().last().unwrap().1, 11);
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_answered_without_100_and_closed() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"PUT /upload HTTP/1.1\r\nHost: other.example.com\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n",
+    )
+    .await;
+    let (head, _, complete) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 404);
+    assert!(complete);
+    // The body never came, so the connection cannot carry another request.
+    assert_eq!(head.get("connection"), Some("close"));
+    assert!(closes(&mut wire).await);
+}
+
+#[tokio::test]
+async fn an_unread_body_already_received_is_skipped_and_the_connection_kept() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"POST /x HTTP/1.1\r\nHost: other.example.com\r\nContent-Length: 5\r\n\r\nhello\
+          POST /y HTTP/1.1\r\nHost: other.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 404, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(head.get("connection"), None);
+        assert!(head.get("date").is_some());
+    }
+    send(
+        &mut wire,
+        b"GET /z HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(seen(&body)["path"], "/z");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test]
+async fn chunked_request_body_with_trailers_arrives_decoded_and_the_connection_is_kept() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"POST /c HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(seen(&body)["body_len"], 11);
+    send(
+        &mut wire,
+        b"GET /d HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, _, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(a.hits(), 2);
+    assert_eq!(a.connections(), 1);
+}
+
+/// Sends `request` on a new connection: the proxy must answer `status` naming `reason`, close
+/// the connection, and not pass anything to the backend.
+async fn refused(request: &[u8], status: u16, reason: &str) {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(&mut wire, request).await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), status);
+    assert_eq!(head.get("connection"), Some("close"));
+    assert_eq!(String::from_utf8_lossy(&body), format!("{reason}\n"));
+    assert!(closes(&mut wire).await, "the connection stays open");
+    assert_eq!(a.hits(), 0);
+    // The proxy keeps serving.
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut wire, false).await.0.status(), 200);
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_so_nothing_is_smuggled() {
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 35\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nX: y\r\n\r\n",
+        400,
+        "both transfer-encoding and content-length",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_transfer_coding_is_501() {
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        501,
+        "transfer coding other than chunked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_400() {
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+        "invalid content-length",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_request_line_is_400() {
+    refused(b"GET /a b HTTP/1.1\r\n\r\n", 400, "invalid request line").await;
+}
+
+#[tokio::test]
+async fn request_head_over_64_kib_is_431() {
+    let mut request = b"GET / HTTP/1.1\r\nHost: app.example.com\r\n".to_vec();
+    for i in 0..70 {
+        request.extend_from_slice(format!("x-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    refused(&request, 431, "request head larger than 64 KiB").await;
+}
+
+#[tokio::test]
+async fn more_than_100_header_fields_is_431() {
+    let mut request = b"GET / HTTP/1.1\r\nHost: app.example.com\r\n".to_vec();
+    for i in 0..100 {
+        request.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    refused(&request, 431, "more than 100 header fields").await;
+}
+
+#[tokio::test]
+async fn http10_keep_alive_is_honoured_and_answered_in_kind() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    for path in ["/first", "/second"] {
+        send(
+            &mut wire,
+            format!(
+                "GET {path} HTTP/1.0\r\nHost: app.example.com\r\nConnection: keep-alive\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.get("connection"), Some("keep-alive"));
+        assert!(head.content_length().is_some());
+        assert_eq!(seen(&body)["path"], path);
+    }
+    assert_eq!(a.hits(), 2);
+}
+
+#[tokio::test]
+async fn http10_gets_a_body_of_unknown_length_delimited_by_close() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /stream HTTP/1.0\r\nHost: app.example.com\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    let (head, body, complete) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    // No chunked coding for an HTTP/1.0 client: the end of the connection ends the body.
+    assert!(!head.chunked(), "{head:?}");
+    assert_eq!(head.content_length(), None);
+    assert_eq!(head.get("connection"), Some("close"));
+    assert!(complete);
+    assert_eq!(body, b"first;second");
+}
+
+#[tokio::test]
+async fn http11_gets_a_body_of_unknown_length_chunked() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /stream HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, complete) = response(&mut wire, false).await;
+    assert!(head.chunked(), "{head:?}");
+    assert!(complete);
+    assert_eq!(body, b"first;second");
+    send(
+        &mut wire,
+        b"GET /next HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut wire, false).await.0.status(), 200);
+}
+
+#[tokio::test]
+async fn head_response_has_the_length_and_no_body_and_the_connection_is_kept() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"HEAD /h HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, _, _) = response(&mut wire, true).await;
+    assert_eq!(head.status(), 200);
+    assert!(head.content_length().is_some_and(|n| n > 0), "{head:?}");
+    send(
+        &mut wire,
+        b"GET /after HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(seen(&body)["path"], "/after");
+}
+
+#[tokio::test]
+async fn connection_close_from_the_client_is_answered_then_closed() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /bye HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, _, complete) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert!(complete);
+    assert_eq!(head.get("connection"), Some("close"));
+    assert!(closes(&mut wire).await);
+}
+
+#[tokio::test]
+async fn a_client_gone_in_the_middle_of_a_body_does_not_disturb_others() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"POST /cut HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 100\r\n\r\nonly part",
+    )
+    .await;
+    drop(wire);
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /fine HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(seen(&body)["path"], "/fine");
+    // The cut request never reached the backend whole.
+    assert!(a.seen.lock().unwrap().iter().all(|(_, len)| *len != 100));
+}
