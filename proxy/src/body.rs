@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::server::http1::Http1Body;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{RawFields, UpstreamBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -64,6 +64,8 @@ pub struct ProxyBody {
     inner: Inner,
 }
 
+// Boxing the usual variant would cost an allocation per response; `Message` is the rare one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Inner {
     Upstream {
@@ -89,6 +91,21 @@ impl ProxyBody {
                 body,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             },
+        }
+    }
+
+    /// The backend's header fields kept as received, if they were (see [`RawFields`]).
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        match &self.inner {
+            Inner::Upstream { body, .. } => body.raw_fields(),
+            Inner::Message(_) => None,
+        }
+    }
+
+    /// Moves the fields kept as received into `headers`, so that the map holds every field.
+    pub fn merge_fields_into(&mut self, headers: &mut http::HeaderMap) {
+        if let Inner::Upstream { body, .. } = &mut self.inner {
+            body.merge_fields_into(headers);
         }
     }
 

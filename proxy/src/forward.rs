@@ -296,15 +296,20 @@ impl Proxy {
             }
             e @ SendError::Exchange { .. } => ProxyError::Upstream(e),
         })?;
-        // The upstream client passes on no hop-by-hop field.
-        let (mut parts, body) = response.into_parts();
+        // The upstream client passes on no hop-by-hop field. It may keep the fields as
+        // received, outside the header map: the map then holds only what is added here, and
+        // filters, which may replace or remove fields, get all of them first.
+        let (mut parts, mut body) = response.into_parts();
         if let Some(cookie) = decision.set_cookie()
             && let Ok(value) = HeaderValue::try_from(cookie)
         {
             parts.headers.append(header::SET_COOKIE, value);
         }
-        rule.response_headers.apply(&mut parts.headers);
-        backend.response_headers.apply(&mut parts.headers);
+        if !rule.response_headers.is_empty() || !backend.response_headers.is_empty() {
+            body.merge_fields_into(&mut parts.headers);
+            rule.response_headers.apply(&mut parts.headers);
+            backend.response_headers.apply(&mut parts.headers);
+        }
         // Only a rule's own timeout bounds the whole response; the default bounds the headers.
         let body_deadline = rule.timeout.map(|t| start + t);
         Ok(Response::from_parts(

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -242,7 +242,11 @@ async fn serve(
         async move {
             let c = &*connection;
             let req = req.map(ClientBody::Http2);
-            Ok::<_, Infallible>(c.proxy.serve(c.port, &c.peer, &c.upstream, req).await)
+            let response = c.proxy.serve(c.port, &c.peer, &c.upstream, req).await;
+            // hyper writes the header map: every field goes in it.
+            let (mut parts, mut body) = response.into_parts();
+            body.merge_fields_into(&mut parts.headers);
+            Ok::<_, Infallible>(Response::from_parts(parts, body))
         }
     });
     let io = Rewind {

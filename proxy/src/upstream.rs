@@ -43,6 +43,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::body::BoxError;
 pub use body::UpstreamBody;
+pub use wire::RawFields;
 use wire::{Parsed, RequestFraming, ResponseHead};
 
 mod body;

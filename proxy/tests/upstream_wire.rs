@@ -780,3 +780,88 @@ async fn large_chunked_response_arrives_byte_exact() {
     assert_eq!(get(&h, "/next").await.text(), "next");
     assert_eq!(b.accepted(), 1, "the upstream connection is reused");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fields passed on as received.
+
+#[tokio::test]
+async fn fields_passed_on_as_received_still_get_response_filters() {
+    let backend = ScriptedBackend::start().await;
+    let port = free_port();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - filters:\n    - type: ResponseHeaderModifier\n      responseHeaderModifier:\n        set: [{name: X-Version, value: v2}]\n        add: [{name: X-Added, value: yes}]\n        remove: [Server]\n    backendRefs:\n    - {group: serin.dev, kind: Backend, name: a, weight: 1}\n";
+    let h = Harness::start(
+        port,
+        &[
+            (
+                "gw.yaml",
+                gateway_and_backends(port, &[("a", backend.port)]),
+            ),
+            ("route.yaml", route.to_owned()),
+        ],
+    )
+    .await;
+    backend.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Version: v1\r\nX-Other: kept\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    let r = get(&h, "/f").await;
+    assert_eq!(r.text(), "ok");
+    let versions: Vec<_> = r.headers.get_all("x-version").iter().collect();
+    assert_eq!(versions, ["v2"]);
+    assert_eq!(r.headers["x-added"], "yes");
+    assert_eq!(r.headers["x-other"], "kept");
+    assert!(!r.headers.contains_key("server"));
+}
+
+#[tokio::test]
+async fn fields_passed_on_as_received_reach_http1_and_h2c_clients_alike() {
+    let (b, h) = setup().await;
+    let head = "HTTP/1.1 200 OK\r\nServer: scripted\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello";
+    b.push(Step::keep(head));
+    b.push(Step::keep(head));
+    let r = raw_exchange(
+        h.port,
+        &[b"GET /raw HTTP/1.1\r\nHost: app.example.com\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.get("server"), Some("scripted"));
+    assert_eq!(
+        r.head.get("date"),
+        Some("Wed, 02 Dec 2026 05:18:41 GMT"),
+        "the backend's Date is kept, not replaced"
+    );
+    let fields = |name: &str| {
+        r.head
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(fields("date").len(), 1);
+    assert_eq!(fields("content-length"), ["5"]);
+    assert!(fields("connection").is_empty());
+    assert_eq!(r.body, b"hello");
+
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let response = client
+        .request(
+            http::Request::get(h.url("/raw-h2"))
+                .header("host", "app.example.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let headers = response.headers().clone();
+    assert_eq!(headers["server"], "scripted");
+    let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+}

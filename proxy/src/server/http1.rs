@@ -541,10 +541,15 @@ impl Conn {
             None => w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
         }
         w.extend_from_slice(b"\r\n");
-        // One pass writes the fields and notes those the framing decides.
-        let mut length: Option<u64> = None;
+        // The backend's fields as received, if they were kept so, then the map's; one pass
+        // writes them and notes those the framing decides.
+        let raw = body.raw_fields();
+        let mut length = raw.and_then(|r| r.content_length());
+        let mut dated = raw.is_some_and(|r| r.has_date());
+        if let Some(raw) = raw {
+            w.extend_from_slice(raw.lines());
+        }
         let mut coding: Option<&HeaderValue> = None;
-        let mut dated = false;
         for (name, value) in &parts.headers {
             if *name == header::CONTENT_LENGTH {
                 length = std::str::from_utf8(value.as_bytes())

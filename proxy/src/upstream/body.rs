@@ -4,10 +4,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::Response;
+use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
 
-use super::wire::{Chunked, Decoded, ResponseFraming, ResponseHead};
+use super::wire::{Chunked, Decoded, RawFields, ResponseFraming, ResponseHead};
 use super::{ExchangeError, Lease};
 
 /// The body of a response from [`super::Upstream::send`]. The connection goes back to its pool
@@ -23,6 +23,8 @@ pub struct UpstreamBody {
     keep_alive: bool,
     /// Why the body cannot be completed, reported on the poll after the one that found out.
     error: Option<ExchangeError>,
+    /// The response's header fields, when they were kept as received (see [`RawFields`]).
+    raw: Option<RawFields>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,7 @@ impl UpstreamBody {
             lease: Some(lease),
             keep_alive: head.keep_alive,
             error: None,
+            raw: head.raw,
         };
         if body.state == State::Done {
             body.finish();
@@ -85,6 +88,26 @@ impl UpstreamBody {
             response.extensions_mut().insert(reason);
         }
         response
+    }
+
+    /// The response's header fields kept as received, if they were: the response's header map
+    /// holds only what was added to it since.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.raw.as_ref()
+    }
+
+    /// Moves the fields kept as received into `headers` (before anything added to it), so that
+    /// the map holds every field of the response.
+    pub fn merge_fields_into(&mut self, headers: &mut HeaderMap) {
+        if let Some(raw) = self.raw.take() {
+            let added = std::mem::take(headers);
+            raw.merge_into(headers);
+            for (name, value) in added {
+                if let Some(name) = name {
+                    headers.append(name, value);
+                }
+            }
+        }
     }
 
     /// The last byte has arrived: the connection goes back to its pool, or is closed.

@@ -133,7 +133,11 @@ pub(super) struct ResponseHead {
     pub(super) version: Version,
     /// The reason phrase, when it is not the status code's usual one.
     pub(super) reason: Option<hyper::ext::ReasonPhrase>,
+    /// The header fields, unless they are in `raw`.
     pub(super) headers: HeaderMap,
+    /// The header fields as received, when they needed no change but dropping hop-by-hop and
+    /// framing fields (the usual case): passed on without a header map.
+    pub(super) raw: Option<RawFields>,
     pub(super) framing: ResponseFraming,
     /// The connection may carry another exchange once this body has been read.
     pub(super) keep_alive: bool,
@@ -150,12 +154,190 @@ pub(super) enum Parsed {
     Final(ResponseHead),
 }
 
+/// A response's header fields as received, encoded as lines (`name: value\r\n`), without its
+/// hop-by-hop and framing fields. The response is written to the client from these lines
+/// without building a header map; [`RawFields::merge_into`] builds one when something needs
+/// to look at or change the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFields {
+    lines: Vec<u8>,
+    /// The response's `Content-Length`, whose field is not in `lines`.
+    length: Option<u64>,
+    /// The body came chunked (its `Transfer-Encoding: chunked` is not in `lines`).
+    chunked: bool,
+    /// `lines` has a `Date` field.
+    date: bool,
+}
+
+impl RawFields {
+    /// The fields, each line ending in CRLF.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// The `Content-Length` the backend sent.
+    pub fn content_length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// Whether the fields include `Date`.
+    pub fn has_date(&self) -> bool {
+        self.date
+    }
+
+    /// Appends the fields to `headers`, as the map [`parse_response`] would otherwise have
+    /// built (framing fields included).
+    pub fn merge_into(self, headers: &mut HeaderMap) {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut block = self.lines;
+        block.extend_from_slice(b"\r\n");
+        // The lines were checked when they were received: parsing them again cannot fail.
+        if let Ok(httparse::Status::Complete((_, fields))) =
+            httparse::parse_headers(&block, &mut fields)
+        {
+            for f in fields.iter() {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(f.name.as_bytes()),
+                    HeaderValue::from_bytes(f.value),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+        }
+        if let Some(n) = self.length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        if self.chunked {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+    }
+}
+
 /// Parses the response head at the start of `buf`. `head_request`: the request was HEAD, so
 /// the response has no body whatever its headers say.
+///
+/// The usual head (no line folding, `Connection` naming no field, no transfer coding but
+/// chunked) is checked and its fields kept as lines ([`RawFields`]); any other is parsed into a
+/// header map.
 pub(super) fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Parsed, ExchangeError> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        // Errors, oversized heads and partial heads are for the full parser to tell apart.
+        _ => return parse_response_mapped(buf, head_request),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| ExchangeError::Invalid("status code"))?;
+    if status.is_informational() {
+        return parse_response_mapped(buf, head_request);
+    }
+    let mut lines = Vec::with_capacity(len);
+    let mut fields = Framing::default();
+    let mut date = false;
+    for h in response.headers.iter() {
+        let name = h.name.as_bytes();
+        match hop_by_hop_or_framing(name) {
+            Some(Special::Connection) => {
+                fields.connection(h.value);
+                if !fields.named.is_empty() {
+                    return parse_response_mapped(buf, head_request);
+                }
+            }
+            Some(Special::HopByHop) => {}
+            Some(Special::ContentLength) => fields.content_length(h.value),
+            Some(Special::TransferEncoding) => {
+                if !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked")
+                    || fields.transfer_encoding.is_some()
+                {
+                    return parse_response_mapped(buf, head_request);
+                }
+                fields.transfer_encoding(h.value);
+            }
+            None => {
+                date |= name.eq_ignore_ascii_case(b"date");
+                lines.extend_from_slice(name);
+                lines.extend_from_slice(b": ");
+                lines.extend_from_slice(h.value);
+                lines.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let reason = response
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    let framing = fields.framing(status, head_request)?;
+    let keep_alive = fields.keep_alive(framing, version);
+    let raw = RawFields {
+        lines,
+        length: match (fields.transfer_encoding, fields.length) {
+            (None, Some(Ok(n))) => Some(n),
+            _ => None,
+        },
+        chunked: fields.transfer_encoding.is_some(),
+        date,
+    };
+    buf.advance(len);
+    Ok(Parsed::Final(ResponseHead {
+        status,
+        version,
+        reason,
+        headers: HeaderMap::new(),
+        raw: Some(raw),
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Fields the proxy reads from a response head and does not pass on as they are.
+enum Special {
+    Connection,
+    /// Another hop-by-hop field (RFC 9110 §7.6.1).
+    HopByHop,
+    ContentLength,
+    TransferEncoding,
+}
+
+/// Which [`Special`] field `name` is, case-insensitively: a length switch, then one comparison.
+fn hop_by_hop_or_framing(name: &[u8]) -> Option<Special> {
+    let (special, kind) = match name.len() {
+        2 => ("te", Special::HopByHop),
+        7 => match name[0] | 0x20 {
+            b't' => ("trailer", Special::HopByHop),
+            _ => ("upgrade", Special::HopByHop),
+        },
+        10 => match name[0] | 0x20 {
+            b'c' => ("connection", Special::Connection),
+            _ => ("keep-alive", Special::HopByHop),
+        },
+        14 => ("content-length", Special::ContentLength),
+        16 => ("proxy-connection", Special::HopByHop),
+        17 => ("transfer-encoding", Special::TransferEncoding),
+        18 => ("proxy-authenticate", Special::HopByHop),
+        19 => ("proxy-authorization", Special::HopByHop),
+        _ => return None,
+    };
+    name.eq_ignore_ascii_case(special.as_bytes())
+        .then_some(kind)
+}
+
+/// [`parse_response`] for any head: folded lines unfolded, every field in a header map.
+fn parse_response_mapped(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, ExchangeError> {
     // Positions of names and values in `buf`, kept so that the head can be frozen into one
     // `Bytes` that every header value then shares (no copy, no allocation per value).
     let mut spans = [[0u32; 4]; MAX_HEADERS];
@@ -244,18 +426,18 @@ pub(super) fn parse_response(
     for name in fields.named.drain(..) {
         map.remove(name);
     }
-    let framing = fields.framing(&mut map, status, head_request)?;
-    let keep_alive = framing != ResponseFraming::Close
-        && if version == Version::HTTP_10 {
-            fields.keep_alive
-        } else {
-            !fields.close
-        };
+    let framing = fields.framing(status, head_request)?;
+    if fields.transfer_encoding.is_some() && fields.length.is_some() {
+        // The transfer coding wins, and the proxy must not pass both on.
+        map.remove(header::CONTENT_LENGTH);
+    }
+    let keep_alive = fields.keep_alive(framing, version);
     Ok(Parsed::Final(ResponseHead {
         status,
         version,
         reason,
         headers: map,
+        raw: None,
         framing,
         keep_alive,
     }))
@@ -306,11 +488,20 @@ impl Framing {
         self.transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
     }
 
-    /// RFC 9112 §6.3. A response with both `Transfer-Encoding` and `Content-Length` loses the
-    /// latter (the transfer coding wins, and the proxy must not pass both on).
+    /// Whether the connection can carry another exchange after this response.
+    fn keep_alive(&self, framing: ResponseFraming, version: Version) -> bool {
+        framing != ResponseFraming::Close
+            && if version == Version::HTTP_10 {
+                self.keep_alive
+            } else {
+                !self.close
+            }
+    }
+
+    /// RFC 9112 §6.3. With both `Transfer-Encoding` and `Content-Length`, the transfer coding
+    /// wins.
     fn framing(
         &self,
-        headers: &mut HeaderMap,
         status: StatusCode,
         head_request: bool,
     ) -> Result<ResponseFraming, ExchangeError> {
@@ -318,9 +509,6 @@ impl Framing {
             return Ok(ResponseFraming::Empty);
         }
         if let Some(chunked) = self.transfer_encoding {
-            if self.length.is_some() {
-                headers.remove(header::CONTENT_LENGTH);
-            }
             return Ok(if chunked {
                 ResponseFraming::Chunked
             } else {

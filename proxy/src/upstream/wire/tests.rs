@@ -8,12 +8,131 @@ fn parse(text: &[u8], head_request: bool) -> (Result<Parsed, ExchangeError>, Byt
     (parse_response(&mut buf, head_request), buf)
 }
 
+/// `head` with every field in its header map.
+fn merged(mut head: ResponseHead) -> ResponseHead {
+    if let Some(raw) = head.raw.take() {
+        raw.merge_into(&mut head.headers);
+    }
+    head
+}
+
 fn head_of(text: &[u8]) -> (ResponseHead, BytesMut) {
     match parse(text, false) {
-        (Ok(Parsed::Final(head)), rest) => (head, rest),
+        (Ok(Parsed::Final(head)), rest) => (merged(head), rest),
         (other, _) => panic!("expected a final head, got {other:?}"),
     }
 }
+
+/// The fields kept as received, if the head took that path.
+fn raw_of(text: &[u8], head_request: bool) -> Option<RawFields> {
+    match parse(text, head_request) {
+        (Ok(Parsed::Final(head)), _) => head.raw,
+        (other, _) => panic!("expected a final head, got {other:?}"),
+    }
+}
+
+#[test]
+fn usual_heads_keep_their_fields_as_received_without_hop_by_hop_and_framing() {
+    let raw = raw_of(
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nContent-Length: 3\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:  spaced value \r\n\r\nabc",
+        false,
+    )
+    .expect("the usual head is kept as received");
+    assert_eq!(
+        raw.lines(),
+        b"Server: nginx\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nX-A: spaced value\r\n"
+    );
+    assert_eq!(raw.content_length(), Some(3));
+    assert!(raw.has_date());
+    let raw = raw_of(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(raw.lines(), b"");
+    assert_eq!(raw.content_length(), None, "the transfer coding wins");
+    assert!(!raw.has_date());
+    // HEAD: the length describes the body a GET would get.
+    let raw = raw_of(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap();
+    assert_eq!(raw.content_length(), Some(9));
+}
+
+#[test]
+fn unusual_heads_go_through_the_header_map() {
+    for text in [
+        &b"HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: 1\r\nContent-Length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert!(
+            raw_of(text, false).is_none(),
+            "{}",
+            String::from_utf8_lossy(text)
+        );
+    }
+}
+
+#[test]
+fn merged_fields_equal_the_header_map_path() {
+    // The same head through both paths gives the same map.
+    let text = b"HTTP/1.1 200 OK\r\nServer: x\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n";
+    let (fast, _) = head_of(text);
+    let mut buf = BytesMut::from(&text[..]);
+    let Ok(Parsed::Final(slow)) = parse_response_mapped(&mut buf, false) else {
+        panic!("the full parser refused the head");
+    };
+    assert!(slow.raw.is_none());
+    assert_eq!(fast.headers, slow.headers);
+    assert_eq!(fast.framing, slow.framing);
+    assert_eq!(fast.keep_alive, slow.keep_alive);
+}
+
+#[test]
+fn special_fields_are_recognised_in_any_case_and_only_they() {
+    for name in HOP_BY_HOP_NAMES {
+        assert!(
+            matches!(
+                hop_by_hop_or_framing(name.as_bytes()),
+                Some(Special::Connection | Special::HopByHop)
+            ),
+            "{name}"
+        );
+        let upper = name.to_ascii_uppercase();
+        assert!(hop_by_hop_or_framing(upper.as_bytes()).is_some(), "{upper}");
+    }
+    assert!(matches!(
+        hop_by_hop_or_framing(b"Content-Length"),
+        Some(Special::ContentLength)
+    ));
+    assert!(matches!(
+        hop_by_hop_or_framing(b"TRANSFER-ENCODING"),
+        Some(Special::TransferEncoding)
+    ));
+    for other in [
+        "tx",
+        "trailers",
+        "upgrades",
+        "connectionx",
+        "keep-alivf",
+        "date",
+        "server",
+        "x-upgrade",
+    ] {
+        assert!(hop_by_hop_or_framing(other.as_bytes()).is_none(), "{other}");
+    }
+}
+
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 #[test]
 fn a_final_head_leaves_the_body_in_the_buffer() {
@@ -58,7 +177,10 @@ fn interim_responses_are_consumed() {
 #[test]
 fn framing_follows_rfc_9112() {
     let framing = |text: &[u8], head_request| match parse(text, head_request).0 {
-        Ok(Parsed::Final(h)) => Ok((h.framing, h.keep_alive, h.headers)),
+        Ok(Parsed::Final(h)) => {
+            let h = merged(h);
+            Ok((h.framing, h.keep_alive, h.headers))
+        }
         Ok(other) => panic!("{other:?}"),
         Err(e) => Err(e.to_string()),
     };
