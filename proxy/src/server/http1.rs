@@ -39,6 +39,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -293,6 +294,10 @@ impl Fields {
 }
 
 /// Reads what the socket has into `read`; `Ok(0)` at the end of the stream.
+///
+/// A read that did not fill the space offered has drained the socket: its readiness is
+/// cleared then, as Tokio's own `poll_read` does, so that the next call waits for the next
+/// event instead of spending a system call to learn that nothing is there.
 pub(super) fn poll_fill(
     io: &TcpStream,
     read: &mut BytesMut,
@@ -303,9 +308,24 @@ pub(super) fn poll_fill(
     }
     loop {
         ready!(io.poll_read_ready(cx))?;
-        match io.try_read_buf(read) {
+        let offered = read.capacity() - read.len();
+        let mut got = 0;
+        // `try_io` clears the readiness it saw before the read when the closure answers
+        // WouldBlock: readiness that arrives during the read is kept.
+        let result = io.try_io(Interest::READABLE, || {
+            got = io.try_read_buf(read)?;
+            if got > 0 && got < offered {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(got)
+        });
+        match result {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
+                return Poll::Ready(Ok(got));
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            result => return Poll::Ready(result),
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
