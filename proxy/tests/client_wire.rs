@@ -232,7 +232,12 @@ async fn conflicting_content_lengths_are_400() {
 
 #[tokio::test]
 async fn malformed_request_line_is_400() {
-    refused(b"GET /a b HTTP/1.1\r\n\r\n", 400, "invalid request line").await;
+    refused(
+        b"GET /a b HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "invalid request line",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -376,4 +381,19 @@ async fn a_client_gone_in_the_middle_of_a_body_does_not_disturb_others() {
     assert_eq!(seen(&body)["path"], "/fine");
     // The cut request never reached the backend whole.
     assert!(a.seen.lock().unwrap().iter().all(|(_, len)| *len != 100));
+}
+
+#[tokio::test]
+async fn http11_request_without_host_is_400() {
+    refused(b"GET / HTTP/1.1\r\n\r\n", 400, "missing host").await;
+}
+
+#[tokio::test]
+async fn two_hosts_are_400() {
+    refused(
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\nHost: other.example.com\r\n\r\n",
+        400,
+        "more than one host",
+    )
+    .await;
 }

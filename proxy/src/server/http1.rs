@@ -16,6 +16,7 @@
 //!
 //! - limits: a request head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (431
 //!   beyond), [`HEADER_READ_TIMEOUT`] to receive a head, idle time between requests included;
+//! - exactly one `Host` in HTTP/1.1 requests (400 otherwise, RFC 9112 §3.2);
 //! - request framing: `Content-Length`, or `Transfer-Encoding: chunked` alone; both at once, a
 //!   transfer coding other than chunked, or a malformed length is refused (400, 501) and the
 //!   connection closed, so no request can be smuggled past the proxy;
@@ -159,6 +160,8 @@ pub(super) fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, R
             fields.connection(raw);
         } else if name == header::EXPECT {
             fields.expect_continue |= raw.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::HOST {
+            fields.hosts += 1;
         } else if name == header::TE {
             fields.trailers |= raw
                 .split(|&b| b == b',')
@@ -167,6 +170,14 @@ pub(super) fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, R
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid header value"))?;
         map.append(name, value);
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (HTTP/1.0 may have none).
+    match (fields.hosts, version) {
+        (0, Version::HTTP_11) => {
+            return Err(refused(StatusCode::BAD_REQUEST, "missing host"));
+        }
+        (2.., _) => return Err(refused(StatusCode::BAD_REQUEST, "more than one host")),
+        _ => {}
     }
     let framing = fields.framing(version)?;
     let keep_alive = match version {
@@ -232,6 +243,7 @@ struct Fields {
     keep_alive: bool,
     expect_continue: bool,
     trailers: bool,
+    hosts: u32,
 }
 
 impl Fields {

@@ -38,8 +38,8 @@ fn partial_heads_wait_for_more() {
     for raw in [
         "",
         "GET",
-        "GET / HTTP/1.1\r\n",
-        "GET / HTTP/1.1\r\nHost: a\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nHost: a\r\n",
     ] {
         assert!(parse(raw).unwrap().is_none(), "{raw:?}");
     }
@@ -48,9 +48,13 @@ fn partial_heads_wait_for_more() {
 #[test]
 fn persistence_follows_the_version_and_connection() {
     let keep = |raw: &str| parse(raw).unwrap().unwrap().keep_alive;
-    assert!(keep("GET / HTTP/1.1\r\n\r\n"));
-    assert!(!keep("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
-    assert!(!keep("GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n"));
+    assert!(keep("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(!keep(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(!keep(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, Close\r\n\r\n"
+    ));
     assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
     assert!(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
 }
@@ -58,17 +62,20 @@ fn persistence_follows_the_version_and_connection() {
 #[test]
 fn body_framing() {
     let framing = |raw: &str| parse(raw).unwrap().unwrap().framing;
-    assert_eq!(framing("GET / HTTP/1.1\r\n\r\n"), RequestFraming::Empty);
     assert_eq!(
-        framing("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+        framing("GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
         RequestFraming::Empty
     );
     assert_eq!(
-        framing("POST / HTTP/1.1\r\nContent-Length: 7, 7\r\ncontent-length: 7\r\n\r\n"),
+        framing("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"),
+        RequestFraming::Empty
+    );
+    assert_eq!(
+        framing("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 7, 7\r\ncontent-length: 7\r\n\r\n"),
         RequestFraming::Length(7)
     );
     assert_eq!(
-        framing("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+        framing("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"),
         RequestFraming::Chunked
     );
 }
@@ -77,15 +84,17 @@ fn body_framing() {
 fn ambiguous_framing_is_refused() {
     let bad = StatusCode::BAD_REQUEST;
     assert_eq!(
-        refusal("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        refusal(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
         (bad, "both transfer-encoding and content-length")
     );
     assert_eq!(
-        refusal("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+        refusal("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
         (bad, "invalid content-length")
     );
     for length in ["-1", "+5", "5 5", "0x10", "", "99999999999999999999"] {
-        let raw = format!("POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\n");
+        let raw = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {length}\r\n\r\n");
         assert_eq!(refusal(&raw), (bad, "invalid content-length"), "{length:?}");
     }
     assert_eq!(
@@ -93,7 +102,7 @@ fn ambiguous_framing_is_refused() {
         (bad, "transfer-encoding in an HTTP/1.0 request")
     );
     for coding in ["gzip", "gzip, chunked", "chunked, chunked"] {
-        let raw = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {coding}\r\n\r\n");
+        let raw = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {coding}\r\n\r\n");
         assert_eq!(
             refusal(&raw),
             (
@@ -106,7 +115,7 @@ fn ambiguous_framing_is_refused() {
     // Two fields are two codings.
     assert_eq!(
         refusal(
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         .0,
         StatusCode::NOT_IMPLEMENTED
@@ -116,7 +125,7 @@ fn ambiguous_framing_is_refused() {
 #[test]
 fn expect_continue_and_te_trailers() {
     let head = parse(
-        "PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nTE: gzip, trailers\r\nContent-Length: 1\r\n\r\n",
+        "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nTE: gzip, trailers\r\nContent-Length: 1\r\n\r\n",
     )
     .unwrap()
     .unwrap();
@@ -133,21 +142,27 @@ fn expect_continue_and_te_trailers() {
 fn malformed_heads_are_refused_with_the_fault_named() {
     let bad = StatusCode::BAD_REQUEST;
     assert_eq!(
-        refusal("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+        refusal("GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n"),
         (bad, "invalid header name")
     );
     assert_eq!(
-        refusal("GET / HTTP/1.1\r\nX: a\u{1}b\r\n\r\n"),
+        refusal("GET / HTTP/1.1\r\nHost: h\r\nX: a\u{1}b\r\n\r\n"),
         (bad, "invalid header value")
     );
-    assert_eq!(refusal("G(T / HTTP/1.1\r\n\r\n"), (bad, "invalid method"));
+    assert_eq!(
+        refusal("G(T / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (bad, "invalid method")
+    );
     assert_eq!(
         refusal("GET / HTTP/2.0\r\n\r\n").0,
         StatusCode::HTTP_VERSION_NOT_SUPPORTED
     );
-    assert_eq!(refusal("GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n").0, bad);
     assert_eq!(
-        refusal("GET /a b HTTP/1.1\r\n\r\n"),
+        refusal("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n").0,
+        bad
+    );
+    assert_eq!(
+        refusal("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"),
         (bad, "invalid request line")
     );
     assert_eq!(
@@ -159,32 +174,34 @@ fn malformed_heads_are_refused_with_the_fault_named() {
 #[test]
 fn head_limits() {
     let too_large = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    let fields: String = (0..MAX_HEADERS + 1)
-        .map(|i| format!("x-{i}: v\r\n"))
-        .collect();
+    // Host and MAX_HEADERS more.
+    let fields: String = (0..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
     assert_eq!(
-        refusal(&format!("GET / HTTP/1.1\r\n{fields}\r\n")),
+        refusal(&format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n")),
         (too_large, "more than 100 header fields")
     );
-    let fields: String = (0..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+    let fields: String = (1..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
     assert!(
-        parse(&format!("GET / HTTP/1.1\r\n{fields}\r\n"))
+        parse(&format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n"))
             .unwrap()
             .is_some()
     );
     // An unfinished head over the limit is refused without waiting for its end.
-    let long = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(MAX_HEAD));
+    let long = format!("GET / HTTP/1.1\r\nHost: h\r\nx: {}", "a".repeat(MAX_HEAD));
     assert_eq!(
         refusal(&long),
         (too_large, "request head larger than 64 KiB")
     );
-    let complete = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    let complete = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nx: {}\r\n\r\n",
+        "a".repeat(MAX_HEAD)
+    );
     assert_eq!(refusal(&complete).0, too_large);
 }
 
 #[test]
 fn absolute_and_asterisk_targets() {
-    let head = parse("GET http://example.com:8080/p?q HTTP/1.1\r\n\r\n")
+    let head = parse("GET http://example.com:8080/p?q HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap()
         .unwrap();
     let uri = head.request.uri();
@@ -193,7 +210,9 @@ fn absolute_and_asterisk_targets() {
         Some("example.com:8080")
     );
     assert_eq!(uri.path_and_query().map(|p| p.as_str()), Some("/p?q"));
-    let head = parse("OPTIONS * HTTP/1.1\r\n\r\n").unwrap().unwrap();
+    let head = parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap()
+        .unwrap();
     assert_eq!(head.request.uri(), "*");
 }
 
@@ -228,4 +247,24 @@ fn date_is_an_imf_fixdate() {
     assert_eq!(value.len(), 29);
     assert!(value.ends_with(" GMT"), "{value}");
     assert!(httpdate::parse_http_date(value).is_ok(), "{value}");
+}
+
+#[test]
+fn http11_needs_exactly_one_host() {
+    let bad = StatusCode::BAD_REQUEST;
+    assert_eq!(refusal("GET / HTTP/1.1\r\n\r\n"), (bad, "missing host"));
+    assert_eq!(
+        refusal("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+        (bad, "more than one host")
+    );
+    assert_eq!(
+        refusal("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"),
+        (bad, "more than one host")
+    );
+    assert!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    // Absolute form still needs its Host field.
+    assert_eq!(
+        refusal("GET http://a/ HTTP/1.1\r\n\r\n"),
+        (bad, "missing host")
+    );
 }
