@@ -46,6 +46,9 @@ pub struct ForwardOptions {
     pub pool_max_idle_per_host: usize,
     /// Serving threads; 0 means one per available core.
     pub workers: usize,
+    /// Time allowed to receive a request head on an HTTP/1.1 client connection, idle time
+    /// between requests included.
+    pub header_read_timeout: Duration,
     pub mirror: MirrorOptions,
 }
 
@@ -57,6 +60,7 @@ impl Default for ForwardOptions {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             workers: 0,
+            header_read_timeout: Duration::from_secs(30),
             mirror: MirrorOptions::default(),
         }
     }
@@ -145,6 +149,10 @@ impl Proxy {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    pub fn options(&self) -> &ForwardOptions {
+        &self.options
     }
 
     /// Serves one request that arrived on listener `port` from `client`, forwarding it over

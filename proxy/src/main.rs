@@ -53,6 +53,10 @@ struct Args {
     /// `timeouts.request`; 0s for none.
     #[arg(long, default_value = "60s", value_parser = duration)]
     default_request_timeout: Duration,
+    /// Time allowed to receive a request's head on an HTTP/1.1 connection, idle time between
+    /// requests included; the connection is closed after it.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    header_read_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = duration)]
     drain_timeout: Duration,
@@ -101,6 +105,7 @@ async fn run(args: Args) -> ExitCode {
         default_timeout: (!args.default_request_timeout.is_zero())
             .then_some(args.default_request_timeout),
         workers: args.workers,
+        header_read_timeout: args.header_read_timeout,
         ..ForwardOptions::default()
     };
     let started = match args.config {

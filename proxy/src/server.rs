@@ -222,7 +222,7 @@ async fn serve(
     // The first bytes tell HTTP/2 (its connection preface) from HTTP/1.1.
     let mut read = BytesMut::with_capacity(8 * 1024);
     let sniffed = deadline::within(
-        Instant::now() + http1::HEADER_READ_TIMEOUT,
+        Instant::now() + connection.proxy.options().header_read_timeout,
         poll_fn(|cx| sniff(&stream, &mut read, cx)),
     );
     let is_h2 = tokio::select! {

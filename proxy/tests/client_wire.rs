@@ -397,3 +397,46 @@ async fn two_hosts_are_400() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn heads_slower_than_the_header_read_timeout_and_idle_connections_are_closed() {
+    let a = TestBackend::start("a").await;
+    let port = free_port();
+    let h = Harness::start_with(
+        port,
+        &[("gw.yaml", gateway_and_backends(port, &[("a", a.port())])), (
+            "route.yaml",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs:\n    - {group: serin.dev, kind: Backend, name: a, weight: 1}\n".to_owned(),
+        )],
+        |o| o.forward.header_read_timeout = Duration::from_millis(300),
+    )
+    .await;
+    // A head that trickles in and never ends.
+    let mut slow = connect(&h).await;
+    send(&mut slow, b"GET / HTTP/1.1\r\nHost: app").await;
+    // An idle keep-alive connection after one request.
+    let mut idle = connect(&h).await;
+    send(
+        &mut idle,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut idle, false).await.0.status(), 200);
+    // A connection that sends requests well within the limit each time is kept.
+    let mut busy = connect(&h).await;
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        send(
+            &mut busy,
+            b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        )
+        .await;
+        assert_eq!(response(&mut busy, false).await.0.status(), 200);
+    }
+    assert!(started.elapsed() > Duration::from_millis(600));
+    // By now both others are past their limit (the list fires up to 10 ms late).
+    assert!(closes(&mut slow).await);
+    assert!(closes(&mut idle).await);
+    assert_eq!(a.hits(), 5, "the trickling head never reached the backend");
+}

@@ -15,7 +15,7 @@
 //! What the connection does on its own:
 //!
 //! - limits: a request head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (431
-//!   beyond), [`HEADER_READ_TIMEOUT`] to receive a head, idle time between requests included;
+//!   beyond), `--header-read-timeout` to receive a head, idle time between requests included;
 //! - exactly one `Host` in HTTP/1.1 requests (400 otherwise, RFC 9112 §3.2);
 //! - request framing: `Content-Length`, or `Transfer-Encoding: chunked` alone; both at once, a
 //!   transfer coding other than chunked, or a malformed length is refused (400, 501) and the
@@ -52,8 +52,6 @@ use body::{Progress, Slot};
 
 mod body;
 
-/// Time allowed to receive a request head, counted from the end of the previous response.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest request head accepted (request line and header fields).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a request head.
@@ -398,8 +396,9 @@ pub(super) async fn serve(
     };
     let mut stop = stop;
     let mut stopping = false;
+    let header_read_timeout = c.proxy.options().header_read_timeout;
     loop {
-        let at = Instant::now() + HEADER_READ_TIMEOUT;
+        let at = Instant::now() + header_read_timeout;
         let head = poll_fn(|cx| conn.poll_head(cx, stop.as_mut(), &mut stopping));
         let head = match deadline::within(at, head).await {
             Some(Ok(Some(head))) => head,
