@@ -298,21 +298,10 @@ async fn raw_exchange(port: u16, parts: &[&[u8]]) -> Result<RawResponse, String>
                 .await
                 .map_err(|e| format!("write: {e}"))?;
         }
-        let mut wire = Wire::new(stream);
-        let head = wire
-            .read_head()
+        let (head, body, complete) = Wire::new(stream)
+            .read_response(false)
             .await
             .ok_or("the connection ended before a response head")?;
-        let framing = if matches!(head.status(), 204 | 304) {
-            Framing::Length(0)
-        } else if head.chunked() {
-            Framing::Chunked
-        } else if let Some(n) = head.content_length() {
-            Framing::Length(n)
-        } else {
-            Framing::UntilClose
-        };
-        let (body, complete) = wire.read_body(framing).await;
         Ok(RawResponse {
             head,
             body,

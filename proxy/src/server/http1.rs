@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use super::Connection;
 use crate::body::{ClientBody, ProxyBody};
 use crate::deadline;
+use crate::upstream::wire;
 pub use body::{Http1Body, RequestBodyError};
 use body::{Progress, Slot};
 
@@ -55,7 +56,7 @@ mod body;
 /// Longest request head accepted (request line and header fields).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a request head.
-pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = wire::MAX_HEADERS;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered before they are written.
@@ -128,18 +129,7 @@ pub(super) fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, R
     let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
     let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
-    let count = parsed.headers.len();
-    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        // The head is at most MAX_HEAD bytes: offsets fit.
-        *span = [
-            name as u32,
-            (name + h.name.len()) as u32,
-            value as u32,
-            (value + h.value.len()) as u32,
-        ];
-    }
+    let count = wire::record_spans(buf, parsed.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid request target"))?;
@@ -429,10 +419,9 @@ pub(super) async fn serve(
         let (body, slot) = match framing {
             RequestFraming::Empty => (ClientBody::Empty, None),
             RequestFraming::Length(n) => conn.lend(Progress::Length(n), expect_continue),
-            RequestFraming::Chunked => conn.lend(
-                Progress::Chunked(crate::upstream::wire::Chunked::Size),
-                expect_continue,
-            ),
+            RequestFraming::Chunked => {
+                conn.lend(Progress::Chunked(wire::Chunked::Size), expect_continue)
+            }
         };
         let response = c
             .proxy
@@ -702,16 +691,8 @@ impl Conn {
                 // The body has ended.
                 match framing {
                     ResponseFraming::Chunked => {
-                        self.write.extend_from_slice(b"0\r\n");
-                        if asked.trailers {
-                            for (name, value) in trailers.iter().flatten() {
-                                self.write.extend_from_slice(name.as_str().as_bytes());
-                                self.write.extend_from_slice(b": ");
-                                self.write.extend_from_slice(value.as_bytes());
-                                self.write.extend_from_slice(b"\r\n");
-                            }
-                        }
-                        self.write.extend_from_slice(b"\r\n");
+                        let trailers = trailers.as_ref().filter(|_| asked.trailers);
+                        wire::encode_last_chunk(&mut self.write, trailers);
                     }
                     ResponseFraming::Length(n) if sent != n => keep_alive = false,
                     _ => {}

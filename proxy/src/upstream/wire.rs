@@ -15,7 +15,7 @@ use crate::forward::hop_by_hop_index;
 /// Longest response head accepted (status line and headers).
 pub(super) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a response head or a trailer section.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted (extensions included).
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -104,7 +104,7 @@ pub(super) fn encode_data(dst: &mut Vec<u8>, framing: RequestFraming, data: &[u8
 }
 
 /// Ends a chunked request body, with its trailers if any.
-pub(super) fn encode_last_chunk(dst: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+pub(crate) fn encode_last_chunk(dst: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     dst.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
         dst.extend_from_slice(name.as_str().as_bytes());
@@ -152,6 +152,29 @@ pub(super) enum Parsed {
     Interim,
     /// The final head; the buffer keeps what follows it (the start of the body).
     Final(ResponseHead),
+}
+
+/// Records where each field's name and value lie in `head` (the buffer they were parsed
+/// from), as `[name start, name end, value start, value end]`, so that the head can then be
+/// frozen into one `Bytes` that every value shares. Returns the number of fields.
+pub(crate) fn record_spans(
+    head: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut [[u32; 4]; MAX_HEADERS],
+) -> usize {
+    let base = head.as_ptr() as usize;
+    for (span, h) in spans.iter_mut().zip(fields) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        // Heads are at most MAX_HEAD bytes: offsets fit.
+        *span = [
+            name as u32,
+            (name + h.name.len()) as u32,
+            value as u32,
+            (value + h.value.len()) as u32,
+        ];
+    }
+    fields.len()
 }
 
 /// A response's header fields as received, encoded as lines (`name: value\r\n`), without its
@@ -376,19 +399,7 @@ fn parse_response_mapped(buf: &mut BytesMut, head_request: bool) -> Result<Parse
         .reason
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
         .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
-    let base = buf.as_ptr() as usize;
-    let count = response.headers.len();
-    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        // The head is at most MAX_HEAD bytes: offsets fit.
-        *span = [
-            name as u32,
-            (name + h.name.len()) as u32,
-            value as u32,
-            (value + h.value.len()) as u32,
-        ];
-    }
+    let count = record_spans(buf, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(count);
     let mut fields = Framing::default();
