@@ -15,6 +15,21 @@ use crate::upstream::{RawFields, UpstreamBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A body's next frame (`Some(None)` at its end); without `wait`, `None` at once if no frame
+/// is ready. Writers gather what a body has ready and wait only when they have nothing to
+/// write meanwhile.
+pub(crate) async fn next_frame<B: Body + Unpin>(
+    body: &mut B,
+    wait: bool,
+) -> Option<Option<Result<Frame<B::Data>, B::Error>>> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Pending if !wait => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(frame) => Poll::Ready(Some(frame)),
+    })
+    .await
+}
+
 /// A client's request body, as its connection delivers it.
 #[derive(Debug)]
 pub enum ClientBody {

@@ -41,7 +41,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::body::BoxError;
+use crate::body::{BoxError, next_frame};
 pub use body::UpstreamBody;
 pub use wire::RawFields;
 use wire::{Parsed, RequestFraming, ResponseHead};
@@ -360,14 +360,9 @@ where
     loop {
         while !done && conn.write.len() < WRITE_SIZE {
             // Wait for the body only when there is nothing to write meanwhile.
-            let wait = conn.write.is_empty();
-            let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Pending if !wait => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(frame) => Poll::Ready(Some(frame)),
-            })
-            .await;
-            let Some(frame) = frame else { break };
+            let Some(frame) = next_frame(body, conn.write.is_empty()).await else {
+                break;
+            };
             let trailers = match frame {
                 None => None,
                 Some(Err(e)) => return Err(ExchangeError::RequestBody(e.into())),

@@ -45,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::body::{ClientBody, ProxyBody};
+use crate::body::{ClientBody, ProxyBody, next_frame};
 use crate::deadline;
 use crate::upstream::wire;
 pub use body::{Http1Body, RequestBodyError};
@@ -639,14 +639,9 @@ impl Conn {
             let mut ended = false;
             while self.write.len() < WRITE_SIZE {
                 // Wait for the body only when there is nothing to write meanwhile.
-                let wait = self.write.is_empty();
-                let frame = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-                    Poll::Pending if !wait => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(frame) => Poll::Ready(Some(frame)),
-                })
-                .await;
-                let Some(frame) = frame else { break };
+                let Some(frame) = next_frame(&mut body, self.write.is_empty()).await else {
+                    break;
+                };
                 let trailers = match frame {
                     None => None,
                     Some(Err(e)) => {
