@@ -61,6 +61,9 @@ pub const MAX_HEADERS: usize = wire::MAX_HEADERS;
 const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered before they are written.
 const WRITE_SIZE: usize = 64 * 1024;
+/// Buffers larger than this are let go after each exchange, so that an idle connection costs
+/// little memory.
+const KEEP_BUFFER: usize = 16 * 1024;
 /// Body pieces at least this large are written from where they are instead of being copied
 /// behind the head.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -382,7 +385,7 @@ pub(super) async fn serve(
     let mut conn = Conn {
         io: Arc::new(stream),
         read,
-        write: Vec::with_capacity(READ_SIZE),
+        write: Vec::new(),
     };
     let mut stop = stop;
     let mut stopping = false;
@@ -434,7 +437,15 @@ pub(super) async fn serve(
             stopping = poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await;
         }
         keep_alive &= !stopping;
-        match conn.respond(response, asked, keep_alive).await {
+        let responded = conn.respond(response, asked, keep_alive).await;
+        // An idle connection keeps small buffers only, whatever its last exchange needed.
+        if conn.write.capacity() > KEEP_BUFFER {
+            conn.write = Vec::new();
+        }
+        if conn.read.is_empty() && conn.read.capacity() > KEEP_BUFFER {
+            conn.read = BytesMut::new();
+        }
+        match responded {
             Ok(true) => {}
             Ok(false) => {
                 if !received {
