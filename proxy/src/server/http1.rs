@@ -239,21 +239,14 @@ struct Fields {
 
 impl Fields {
     fn content_length(&mut self, value: &[u8]) -> Result<(), Refused> {
-        const BAD: Refused = refused(StatusCode::BAD_REQUEST, "invalid content-length");
-        for member in value.split(|&b| b == b',') {
-            let digits = member.trim_ascii();
-            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-                return Err(BAD);
-            }
-            let n = digits
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            match self.length {
-                Some(previous) if previous != n => return Err(BAD),
-                _ => self.length = Some(n),
+        let length = wire::merge_content_length(self.length.map(Ok), value);
+        match length {
+            Some(Err(())) => Err(refused(StatusCode::BAD_REQUEST, "invalid content-length")),
+            _ => {
+                self.length = length.and_then(Result::ok);
+                Ok(())
             }
         }
-        Ok(())
     }
 
     fn transfer_encoding(&mut self, value: &[u8]) {
@@ -583,9 +576,7 @@ impl Conn {
         let mut coding: Option<&HeaderValue> = None;
         for (name, value) in &parts.headers {
             if *name == header::CONTENT_LENGTH {
-                length = std::str::from_utf8(value.as_bytes())
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
+                length = wire::parse_length(value.as_bytes().trim_ascii()).ok();
                 continue;
             }
             if *name == header::TRANSFER_ENCODING {
@@ -596,10 +587,7 @@ impl Conn {
                 continue;
             }
             dated |= *name == header::DATE;
-            w.extend_from_slice(name.as_str().as_bytes());
-            w.extend_from_slice(b": ");
-            w.extend_from_slice(value.as_bytes());
-            w.extend_from_slice(b"\r\n");
+            wire::encode_field(w, name.as_str().as_bytes(), value.as_bytes());
         }
         let http10 = asked.version == Version::HTTP_10;
         let framing = if bodiless {
@@ -610,8 +598,8 @@ impl Conn {
                 }
             }
             ResponseFraming::Empty
-        } else if coding.is_some() && !http10 {
-            let coding = coding.map_or(&b""[..], HeaderValue::as_bytes);
+        } else if let Some(coding) = coding.filter(|_| !http10) {
+            let coding = coding.as_bytes();
             let last = coding.rsplit(|&b| b == b',').next().unwrap_or_default();
             w.extend_from_slice(b"transfer-encoding: ");
             w.extend_from_slice(coding);

@@ -74,10 +74,7 @@ pub(super) fn encode_head(
         if (own_framing && *name == header::CONTENT_LENGTH) || *name == header::TRANSFER_ENCODING {
             continue;
         }
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        encode_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         RequestFraming::Length(n) if own_framing => {
@@ -107,11 +104,16 @@ pub(super) fn encode_data(dst: &mut Vec<u8>, framing: RequestFraming, data: &[u8
 pub(crate) fn encode_last_chunk(dst: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     dst.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        encode_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Appends one header field line, `name: value` and CRLF.
+pub(crate) fn encode_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");
 }
 
@@ -289,10 +291,7 @@ pub(super) fn parse_response(
             }
             None => {
                 date |= name.eq_ignore_ascii_case(b"date");
-                lines.extend_from_slice(name);
-                lines.extend_from_slice(b": ");
-                lines.extend_from_slice(h.value);
-                lines.extend_from_slice(b"\r\n");
+                encode_field(&mut lines, name, h.value);
             }
         }
     }
@@ -484,14 +483,7 @@ impl Framing {
     }
 
     fn content_length(&mut self, value: &[u8]) {
-        for member in value.split(|&b| b == b',') {
-            let n = parse_length(member.trim_ascii());
-            self.length = Some(match (self.length, n) {
-                (None, n) => n,
-                (Some(Ok(previous)), Ok(n)) if previous == n => Ok(n),
-                _ => Err(()),
-            });
-        }
+        self.length = merge_content_length(self.length, value);
     }
 
     fn transfer_encoding(&mut self, value: &[u8]) {
@@ -534,8 +526,25 @@ impl Framing {
     }
 }
 
+/// What a message's `Content-Length` says after one more field `value` (a list of members):
+/// `Err` once some member is not a number or two disagree (RFC 9112 §6.3).
+pub(crate) fn merge_content_length(
+    mut length: Option<Result<u64, ()>>,
+    value: &[u8],
+) -> Option<Result<u64, ()>> {
+    for member in value.split(|&b| b == b',') {
+        let n = parse_length(member.trim_ascii());
+        length = Some(match (length, n) {
+            (None, n) => n,
+            (Some(Ok(previous)), Ok(n)) if previous == n => Ok(n),
+            _ => Err(()),
+        });
+    }
+    length
+}
+
 /// A `Content-Length` value: decimal digits only.
-fn parse_length(digits: &[u8]) -> Result<u64, ()> {
+pub(crate) fn parse_length(digits: &[u8]) -> Result<u64, ()> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(());
     }
