@@ -205,8 +205,13 @@ impl Proxy {
         start: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let rule = decision.rule;
-        let backend = decision.backend().ok_or(ProxyError::NoBackend)?;
-        let target = backend.target.as_ref().ok_or(ProxyError::NoBackend)?;
+        // `let … else` rather than `ok_or`, which builds (and drops) the error every time.
+        let Some(backend) = decision.backend() else {
+            return Err(ProxyError::NoBackend);
+        };
+        let Some(target) = backend.target.as_ref() else {
+            return Err(ProxyError::NoBackend);
+        };
         let endpoint = target.endpoint().ok_or_else(|| ProxyError::NoEndpoints {
             backend: target.name.to_string(),
         })?;
@@ -292,9 +297,10 @@ impl Proxy {
         let deadline = limit.map(|l| start + l);
         let pending = upstream.send(endpoint, request, forwarded);
         let result = match deadline {
-            Some(deadline) => deadline::within(deadline, pending)
-                .await
-                .ok_or(ProxyError::Timeout)?,
+            Some(deadline) => match deadline::within(deadline, pending).await {
+                Some(result) => result,
+                None => return Err(ProxyError::Timeout),
+            },
             None => pending.await,
         };
         let response = result.map_err(|e| match e {

@@ -215,6 +215,8 @@ async fn serve(
     stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Checked between requests without registering a waiter; `stop` wakes an idle connection.
+    let probe = shutdown.clone();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
@@ -233,7 +235,7 @@ async fn serve(
         () = stop.as_mut() => return,
     };
     if !is_h2 {
-        http1::serve(&connection, stream, read, stop).await;
+        http1::serve(&connection, stream, read, stop, &probe).await;
         return;
     }
     let remote = connection.peer.addr;

@@ -440,3 +440,40 @@ async fn heads_slower_than_the_header_read_timeout_and_idle_connections_are_clos
     assert!(closes(&mut idle).await);
     assert_eq!(a.hits(), 5, "the trickling head never reached the backend");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_as_soon_as_shutdown_begins() {
+    let (a, mut h) = setup().await;
+    // One connection idle since its first request, one that went idle, served another request,
+    // and went idle again (its wake-up for shutdown was arranged during the first wait).
+    let mut once = connect(&h).await;
+    let mut twice = connect(&h).await;
+    for wire in [&mut once, &mut twice] {
+        send(wire, b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n").await;
+        assert_eq!(response(wire, false).await.0.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(
+        &mut twice,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut twice, false).await.0.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The drain waits up to 30 s for connections; idle ones must not make it wait.
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(h.proxy.take().unwrap().shutdown());
+    assert!(closes(&mut once).await);
+    assert!(closes(&mut twice).await);
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .expect("shutdown waited for idle connections")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.hits(), 3);
+}

@@ -42,6 +42,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Connection;
@@ -101,11 +102,13 @@ pub(super) struct RequestHead {
 }
 
 /// Parses the request head at the start of `buf`, consuming it: `None` if more bytes are
-/// needed.
-pub(super) fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused> {
-    // Positions of names and values in `buf`, kept so that the head can be frozen into one
-    // `Bytes` that every header value then shares (no copy, no allocation per value).
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
+/// needed. `spans` is scratch space: positions of names and values in `buf`, kept so that the
+/// head can be frozen into one `Bytes` that every header value then shares (no copy, no
+/// allocation per value).
+pub(super) fn parse_request(
+    buf: &mut BytesMut,
+    spans: &mut Vec<[u32; 4]>,
+) -> Result<Option<RequestHead>, Refused> {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -132,14 +135,14 @@ pub(super) fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, R
     let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
     let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
-    let count = wire::record_spans(buf, parsed.headers, &mut spans);
+    wire::record_spans(buf, parsed.headers, spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid request target"))?;
 
-    let mut map = HeaderMap::with_capacity(count);
+    let mut map = HeaderMap::with_capacity(spans.len());
     let mut fields = Fields::default();
-    for &[ns, ne, vs, ve] in &spans[..count] {
+    for &[ns, ne, vs, ve] in spans.iter() {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid header name"))?;
         let raw = &head[vs as usize..ve as usize];
@@ -364,28 +367,37 @@ struct Conn {
     read: BytesMut,
     /// The response being written (kept to reuse its allocation).
     write: Vec<u8>,
+    /// Scratch space for [`parse_request`].
+    spans: Vec<[u32; 4]>,
 }
 
 /// Serves HTTP/1.1 on `stream`, whose first bytes are in `read`, until the client closes, an
-/// error, or `stop` (graceful shutdown): then the request in flight is finished and the
-/// connection closed.
+/// error, or graceful shutdown: then the request in flight is finished and the connection
+/// closed. `stop` finishes when shutdown begins (it wakes an idle connection); `shutdown` is
+/// the same signal, checked between requests.
 pub(super) async fn serve(
     c: &Connection,
     stream: TcpStream,
     read: BytesMut,
     stop: Pin<&mut (dyn Future<Output = ()> + Send)>,
+    shutdown: &watch::Receiver<bool>,
 ) {
     let mut conn = Conn {
         io: Arc::new(stream),
         read,
         write: Vec::new(),
+        spans: Vec::new(),
     };
-    let mut stop = stop;
-    let mut stopping = false;
+    let mut shutdown = Shutdown {
+        stop,
+        probe: shutdown,
+        armed: false,
+        began: false,
+    };
     let header_read_timeout = c.proxy.options().header_read_timeout;
     loop {
         let at = Instant::now() + header_read_timeout;
-        let head = poll_fn(|cx| conn.poll_head(cx, stop.as_mut(), &mut stopping));
+        let head = poll_fn(|cx| conn.poll_head(cx, &mut shutdown));
         let head = match deadline::within(at, head).await {
             Some(Ok(Some(head))) => head,
             // Closed, stopping, or the timeout.
@@ -426,10 +438,7 @@ pub(super) async fn serve(
         // Whether the request's body has been received whole (or had none).
         let received = slot.is_none_or(|slot| conn.take_back(&slot));
         keep_alive &= received;
-        if !stopping {
-            stopping = poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await;
-        }
-        keep_alive &= !stopping;
+        keep_alive &= !shutdown.began();
         let responded = conn.respond(response, asked, keep_alive).await;
         // An idle connection keeps small buffers only, whatever its last exchange needed.
         if conn.write.capacity() > KEEP_BUFFER {
@@ -461,18 +470,57 @@ enum HeadError {
     Refused(Refused),
 }
 
+/// Graceful shutdown as one connection sees it.
+struct Shutdown<'a> {
+    /// Finishes when shutdown begins. Polled once, when the connection first waits for a
+    /// request (unless it was already polled while the protocol was being told apart): from
+    /// then on it wakes the connection's task when shutdown begins.
+    stop: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+    /// The same signal, read without registering a waiter.
+    probe: &'a watch::Receiver<bool>,
+    armed: bool,
+    began: bool,
+}
+
+impl Shutdown<'_> {
+    /// Whether shutdown has begun: one atomic load while nothing changed. A dropped sender
+    /// counts as shutdown too (`stop` finishes then).
+    fn began(&mut self) -> bool {
+        self.began = self.began
+            || match self.probe.has_changed() {
+                Ok(false) => false,
+                Ok(true) => *self.probe.borrow(),
+                Err(_) => true,
+            };
+        self.began
+    }
+
+    /// For a connection about to wait for its next request: whether shutdown has begun, and
+    /// if not, that the task is woken when it does. The watch channel only ever changes to
+    /// `true`, so the waiter `stop` registered at its first poll stays valid until then.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.began() {
+            return true;
+        }
+        if !self.armed {
+            self.armed = true;
+            self.began = self.stop.as_mut().poll(cx).is_ready();
+        }
+        self.began
+    }
+}
+
 impl Conn {
     /// Reads until a request head is complete. `None`: the client closed the connection, or
-    /// `stop` fired while no request had begun.
+    /// shutdown began while no request had begun.
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
-        mut stop: Pin<&mut (dyn Future<Output = ()> + Send)>,
-        stopping: &mut bool,
+        shutdown: &mut Shutdown<'_>,
     ) -> Poll<Result<Option<RequestHead>, HeadError>> {
         loop {
             if !self.read.is_empty() {
-                match parse_request(&mut self.read) {
+                match parse_request(&mut self.read, &mut self.spans) {
                     Ok(Some(head)) => return Poll::Ready(Ok(Some(head))),
                     Ok(None) => {}
                     Err(refused) => return Poll::Ready(Err(HeadError::Refused(refused))),
@@ -483,8 +531,7 @@ impl Conn {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(HeadError::Io(e))),
                 Poll::Pending => {
-                    if self.read.is_empty() && (*stopping || stop.as_mut().poll(cx).is_ready()) {
-                        *stopping = true;
+                    if self.read.is_empty() && shutdown.poll_idle(cx) {
                         return Poll::Ready(Ok(None));
                     }
                     return Poll::Pending;

@@ -233,12 +233,18 @@ impl RouteTable {
         parts: &Parts,
         sample: u64,
     ) -> Result<Decision<'_>, ProxyError> {
-        let routes = self.ports.get(&port).ok_or(ProxyError::NoRoute)?;
-        let entries = routes.candidates(request_host(parts));
-        let entry = entries
-            .iter()
-            .find(|e| e.matcher.matches(parts))
-            .ok_or(ProxyError::NoRoute)?;
+        let Some(routes) = self.ports.get(&port) else {
+            return Err(ProxyError::NoRoute);
+        };
+        // Listeners without hostname-specific routes (the usual ingress) skip the Host lookup.
+        let entries = if routes.exact.is_empty() && routes.wildcard.is_empty() {
+            &routes.any
+        } else {
+            routes.candidates(request_host(parts))
+        };
+        let Some(entry) = entries.iter().find(|e| e.matcher.matches(parts)) else {
+            return Err(ProxyError::NoRoute);
+        };
         let rule = &entry.rule;
         let (backend, bucket) = match (&rule.affinity, &rule.split) {
             (Some(sticky), _) => {

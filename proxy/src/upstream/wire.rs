@@ -117,6 +117,23 @@ pub(crate) fn encode_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// [`encode_field`] for a field parsed from `head`: a line already written `name: value` there
+/// is copied in one piece.
+fn encode_field_from(dst: &mut Vec<u8>, head: &[u8], name: &[u8], value: &[u8]) {
+    let start = name.as_ptr() as usize - head.as_ptr() as usize;
+    let end = value.as_ptr() as usize - head.as_ptr() as usize + value.len();
+    match head.get(start..end) {
+        Some(line)
+            if line.len() == name.len() + 2 + value.len()
+                && line[name.len()..name.len() + 2] == *b": " =>
+        {
+            dst.extend_from_slice(line);
+            dst.extend_from_slice(b"\r\n");
+        }
+        _ => encode_field(dst, name, value),
+    }
+}
+
 /// How the response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ResponseFraming {
@@ -158,25 +175,26 @@ pub(super) enum Parsed {
 
 /// Records where each field's name and value lie in `head` (the buffer they were parsed
 /// from), as `[name start, name end, value start, value end]`, so that the head can then be
-/// frozen into one `Bytes` that every value shares. Returns the number of fields.
+/// frozen into one `Bytes` that every value shares. `spans` is cleared first (a vector kept
+/// between heads, rather than an array of [`MAX_HEADERS`] zeroed for every head).
 pub(crate) fn record_spans(
     head: &[u8],
     fields: &[httparse::Header<'_>],
-    spans: &mut [[u32; 4]; MAX_HEADERS],
-) -> usize {
+    spans: &mut Vec<[u32; 4]>,
+) {
     let base = head.as_ptr() as usize;
-    for (span, h) in spans.iter_mut().zip(fields) {
+    spans.clear();
+    spans.extend(fields.iter().map(|h| {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
         // Heads are at most MAX_HEAD bytes: offsets fit.
-        *span = [
+        [
             name as u32,
             (name + h.name.len()) as u32,
             value as u32,
             (value + h.value.len()) as u32,
-        ];
-    }
-    fields.len()
+        ]
+    }));
 }
 
 /// A response's header fields as received, encoded as lines (`name: value\r\n`), without its
@@ -291,7 +309,7 @@ pub(super) fn parse_response(
             }
             None => {
                 date |= name.eq_ignore_ascii_case(b"date");
-                encode_field(&mut lines, name, h.value);
+                encode_field_from(&mut lines, buf, name, h.value);
             }
         }
     }
@@ -362,7 +380,7 @@ fn hop_by_hop_or_framing(name: &[u8]) -> Option<Special> {
 fn parse_response_mapped(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, ExchangeError> {
     // Positions of names and values in `buf`, kept so that the head can be frozen into one
     // `Bytes` that every header value then shares (no copy, no allocation per value).
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
+    let mut spans = Vec::new();
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default()
@@ -398,11 +416,11 @@ fn parse_response_mapped(buf: &mut BytesMut, head_request: bool) -> Result<Parse
         .reason
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
         .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
-    let count = record_spans(buf, response.headers, &mut spans);
+    record_spans(buf, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(count);
+    let mut map = HeaderMap::with_capacity(spans.len());
     let mut fields = Framing::default();
-    for &[ns, ne, vs, ve] in &spans[..count] {
+    for &[ns, ne, vs, ve] in &spans {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| ExchangeError::Invalid("header name"))?;
         let raw = &head[vs as usize..ve as usize];

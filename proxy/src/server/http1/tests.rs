@@ -4,7 +4,7 @@ use http::{Method, StatusCode, Version, header};
 use super::*;
 
 fn parse(raw: &str) -> Result<Option<RequestHead>, Refused> {
-    parse_request(&mut BytesMut::from(raw))
+    parse_request(&mut BytesMut::from(raw), &mut Vec::new())
 }
 
 fn refusal(raw: &str) -> (StatusCode, &'static str) {
@@ -17,7 +17,7 @@ fn parses_a_request_and_leaves_what_follows() {
     let mut buf = BytesMut::from(
         "POST /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabcGET",
     );
-    let head = parse_request(&mut buf).unwrap().unwrap();
+    let head = parse_request(&mut buf, &mut Vec::new()).unwrap().unwrap();
     assert_eq!(&buf[..], b"abcGET");
     let r = &head.request;
     assert_eq!(r.method(), Method::POST);

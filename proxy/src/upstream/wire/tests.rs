@@ -34,13 +34,13 @@ fn raw_of(text: &[u8], head_request: bool) -> Option<RawFields> {
 #[test]
 fn usual_heads_keep_their_fields_as_received_without_hop_by_hop_and_framing() {
     let raw = raw_of(
-        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nContent-Length: 3\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:  spaced value \r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nContent-Length: 3\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:  spaced value \r\nX-B:tight\nX-C: bare lf\n\r\nabc",
         false,
     )
     .expect("the usual head is kept as received");
     assert_eq!(
         raw.lines(),
-        b"Server: nginx\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nX-A: spaced value\r\n"
+        b"Server: nginx\r\nDate: Wed, 02 Dec 2026 05:18:41 GMT\r\nX-A: spaced value\r\nX-B: tight\r\nX-C: bare lf\r\n"
     );
     assert_eq!(raw.content_length(), Some(3));
     assert!(raw.has_date());
