@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts: process bookkeeping, ports, peers. Source it; it sets
-# $repo, $work (a temporary directory removed on exit) and $SERIN (the release binary).
-# Everything listens on 127.0.0.1 only.
+# $repo, $work (a temporary directory removed on exit) and, through build_serin, $SERIN
+# (serin-proxy built with the dist profile). Everything listens on 127.0.0.1 only.
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work=$(mktemp -d)
@@ -65,10 +65,11 @@ peak_rss_kib() {
   echo "$total"
 }
 
+# build_serin: the shipped build (Cargo profile `dist`: fat LTO, one codegen unit).
 build_serin() {
-  echo "building serin-proxy (release)"
-  (cd "$repo" && cargo build --release --quiet --bin serin-proxy)
-  SERIN="$repo/target/release/serin-proxy"
+  echo "building serin-proxy (profile dist)"
+  (cd "$repo" && cargo build --profile dist --quiet --bin serin-proxy)
+  SERIN="$repo/target/dist/serin-proxy"
 }
 
 # start_backend NAME PORT...: one nginx worker answering "ok" on each port.
