@@ -236,13 +236,11 @@ impl RouteTable {
         let Some(routes) = self.ports.get(&port) else {
             return Err(ProxyError::NoRoute);
         };
-        // Listeners without hostname-specific routes (the usual ingress) skip the Host lookup.
-        let entries = if routes.exact.is_empty() && routes.wildcard.is_empty() {
-            &routes.any
-        } else {
-            routes.candidates(request_host(parts))
-        };
-        let Some(entry) = entries.iter().find(|e| e.matcher.matches(parts)) else {
+        let Some(entry) = routes
+            .candidates(parts)
+            .iter()
+            .find(|e| e.matcher.matches(parts))
+        else {
             return Err(ProxyError::NoRoute);
         };
         let rule = &entry.rule;
@@ -264,8 +262,15 @@ impl RouteTable {
 }
 
 impl PortRoutes {
-    fn candidates(&self, host: Option<&str>) -> &[Entry] {
-        let Some(host) = host else { return &self.any };
+    /// The routes that may match `parts`, by its host. Listeners without hostname-specific
+    /// routes (the usual ingress) do not look at the host at all.
+    fn candidates(&self, parts: &Parts) -> &[Entry] {
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return &self.any;
+        }
+        let Some(host) = request_host(parts) else {
+            return &self.any;
+        };
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();

@@ -313,14 +313,7 @@ pub(super) fn parse_response(
             }
         }
     }
-    let version = match response.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let reason = response
-        .reason
-        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
-        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    let (version, reason) = version_and_reason(&response, status);
     let framing = fields.framing(status, head_request)?;
     let keep_alive = fields.keep_alive(framing, version);
     let raw = RawFields {
@@ -342,6 +335,22 @@ pub(super) fn parse_response(
         framing,
         keep_alive,
     }))
+}
+
+/// The response's version, and its reason phrase when it is not the status code's usual one.
+fn version_and_reason(
+    response: &httparse::Response<'_, '_>,
+    status: StatusCode,
+) -> (Version, Option<hyper::ext::ReasonPhrase>) {
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let reason = response
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    (version, reason)
 }
 
 /// Fields the proxy reads from a response head and does not pass on as they are.
@@ -408,14 +417,7 @@ fn parse_response_mapped(buf: &mut BytesMut, head_request: bool) -> Result<Parse
         buf.advance(len);
         return Ok(Parsed::Interim);
     }
-    let version = match response.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let reason = response
-        .reason
-        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
-        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    let (version, reason) = version_and_reason(&response, status);
     record_spans(buf, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(spans.len());
