@@ -9,6 +9,7 @@
 //	apply --kubeconfig FILE [-n NS] FILE... server-side apply of multi-document YAML
 //	kubectl ARGS...                       the kubectl of the same Kubernetes release
 //	controller-manager ARGS...            kube-controller-manager (started by serve)
+//	node --kubeconfig FILE --dir DIR      the test node: runs Pods as local processes (started by serve)
 //	version                               print the versions built in
 package main
 
@@ -21,9 +22,9 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: serin-testcluster COMMAND [ARGS...]
 
 commands:
-  serve --dir DIR [--no-controller-manager]
-        run etcd + kube-apiserver (+ kube-controller-manager) on 127.0.0.1
-        until SIGTERM/SIGINT; writes DIR/kubeconfig
+  serve --dir DIR [--no-controller-manager] [--no-node] [--testapp BIN] [--image REPO=BIN]...
+        run etcd + kube-apiserver (+ kube-controller-manager, + the test
+        node) on 127.0.0.1 until SIGTERM/SIGINT; writes DIR/kubeconfig
   ready --kubeconfig FILE [--timeout 60s]
         wait until the API server's /readyz is ok
   apply --kubeconfig FILE [-n NAMESPACE] [--timeout 60s] FILE|DIR...
@@ -33,6 +34,9 @@ commands:
         kubectl (same release), e.g. kubectl --kubeconfig DIR/kubeconfig get pods -A
   controller-manager ARGS...
         kube-controller-manager (serve starts it itself)
+  node --kubeconfig FILE --dir DIR [--testapp BIN] [--image REPO=BIN]... [--name serin-node] [--pod-cidr 198.18.0.0/15]
+        the test node (serve starts it): registers a Node, binds Pending
+        Pods to it and runs their containers as local processes
   version
         print the Kubernetes / etcd versions built in
 `)
@@ -56,6 +60,8 @@ func main() {
 		code = runKubectl(args)
 	case "controller-manager", "kube-controller-manager":
 		code = runControllerManager(args)
+	case "node":
+		code = runNode(args)
 	case "version", "--version":
 		code = runVersion()
 	case "help", "-h", "--help":

@@ -161,6 +161,10 @@ func runServe(args []string) int {
 	port := fs.Int("port", 0, "API server port on 127.0.0.1 (default: a free port, kept in DIR/ports.json)")
 	noKCM := fs.Bool("no-controller-manager", false, "do not run kube-controller-manager")
 	verbosity := fs.Int("v", 0, "klog verbosity of the Kubernetes components")
+	noNode := fs.Bool("no-node", false, "do not run the test node (Pods then stay Pending)")
+	testapp := fs.String("testapp", os.Getenv("SERIN_TESTAPP"), "the test app binary the node runs for podinfo images (default $SERIN_TESTAPP)")
+	var images imageFlags
+	fs.Var(&images, "image", "REPOSITORY=BINARY, passed on to the node (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -251,7 +255,21 @@ func runServe(args []string) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			superviseKCM(ctx, dir, kubeconfig, k, *verbosity)
+			supervise(ctx, "kube-controller-manager", kubeconfig, filepath.Join(dir, "controller-manager.log"), kcmArgs(kubeconfig, k, *verbosity))
+		}()
+	}
+	if !*noNode {
+		nodeArgs := []string{"node", "--kubeconfig=" + kubeconfig, "--dir=" + filepath.Join(dir, "node")}
+		if *testapp != "" {
+			nodeArgs = append(nodeArgs, "--testapp="+*testapp)
+		}
+		for repo, bin := range images {
+			nodeArgs = append(nodeArgs, "--image="+repo+"="+bin)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			supervise(ctx, "node", kubeconfig, filepath.Join(dir, "node.log"), nodeArgs)
 		}()
 	}
 
@@ -264,26 +282,8 @@ func runServe(args []string) int {
 	return code
 }
 
-// superviseKCM runs kube-controller-manager as a child process (its global
-// state, flags and signal handling do not mix well with kube-apiserver's in
-// one process) once the API server is ready, and restarts it if it dies.
-func superviseKCM(ctx context.Context, dir, kubeconfig string, k pki, verbosity int) {
-	// Pdeathsig fires when the thread that started the child exits: keep
-	// this goroutine on one thread for as long as the child runs.
-	runtime.LockOSThread()
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "serve: controller-manager: %v\n", err)
-		return
-	}
-	if err := waitReady(ctx, kubeconfig, 10*time.Minute); err != nil {
-		if ctx.Err() == nil {
-			fmt.Fprintf(os.Stderr, "serve: controller-manager not started: %v\n", err)
-		}
-		return
-	}
-	logPath := filepath.Join(dir, "controller-manager.log")
-	args := []string{
+func kcmArgs(kubeconfig string, k pki, verbosity int) []string {
+	return []string{
 		"controller-manager",
 		"--kubeconfig=" + kubeconfig,
 		"--secure-port=0",
@@ -297,12 +297,36 @@ func superviseKCM(ctx context.Context, dir, kubeconfig string, k pki, verbosity 
 		"--service-cluster-ip-range=" + serviceCIDR,
 		"--cluster-name=serin-test",
 		"--profiling=false",
+		// The test node heartbeats every 10 s; a node that stops is noticed
+		// after 40 s, as with the defaults.
+		"--node-monitor-grace-period=40s",
 		"--v=" + strconv.Itoa(verbosity),
+	}
+}
+
+// supervise runs one of this binary's commands (kube-controller-manager, the
+// test node) as a child process once the API server is ready (their global
+// state, flags and signal handling do not mix well with kube-apiserver's in
+// one process), and restarts it if it dies.
+func supervise(ctx context.Context, name, kubeconfig, logPath string, args []string) {
+	// Pdeathsig fires when the thread that started the child exits: keep
+	// this goroutine on one thread for as long as the child runs.
+	runtime.LockOSThread()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "serve: %s: %v\n", name, err)
+		return
+	}
+	if err := waitReady(ctx, kubeconfig, 10*time.Minute); err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "serve: %s not started: %v\n", name, err)
+		}
+		return
 	}
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "serve: controller-manager: %v\n", err)
+			fmt.Fprintf(os.Stderr, "serve: %s: %v\n", name, err)
 			return
 		}
 		c := exec.Command(self, args...)
@@ -311,18 +335,18 @@ func superviseKCM(ctx context.Context, dir, kubeconfig string, k pki, verbosity 
 		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := c.Start(); err != nil {
 			logf.Close()
-			fmt.Fprintf(os.Stderr, "serve: controller-manager: %v\n", err)
+			fmt.Fprintf(os.Stderr, "serve: %s: %v\n", name, err)
 			return
 		}
-		fmt.Fprintf(os.Stderr, "serve: kube-controller-manager started (pid %d, log %s)\n", c.Process.Pid, logPath)
+		fmt.Fprintf(os.Stderr, "serve: %s started (pid %d, log %s)\n", name, c.Process.Pid, logPath)
 		done := make(chan error, 1)
 		go func() { done <- c.Wait() }()
 		select {
 		case err := <-done:
 			logf.Close()
-			fmt.Fprintf(os.Stderr, "serve: kube-controller-manager exited: %v\n", err)
+			fmt.Fprintf(os.Stderr, "serve: %s exited: %v\n", name, err)
 			if attempt >= 5 {
-				fmt.Fprintln(os.Stderr, "serve: giving up on kube-controller-manager")
+				fmt.Fprintf(os.Stderr, "serve: giving up on %s\n", name)
 				return
 			}
 			select {
@@ -338,7 +362,7 @@ func superviseKCM(ctx context.Context, dir, kubeconfig string, k pki, verbosity 
 				<-done
 			}
 			logf.Close()
-			fmt.Fprintln(os.Stderr, "serve: kube-controller-manager stopped")
+			fmt.Fprintf(os.Stderr, "serve: %s stopped\n", name)
 			return
 		}
 	}
