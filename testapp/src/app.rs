@@ -352,23 +352,4 @@ fn go_arch() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(Route::of("/"), Some(Route::Info));
-        assert_eq!(Route::of("/status/503"), Some(Route::Status("503")));
-        assert_eq!(Route::of("/delay/0.5"), Some(Route::Delay("0.5")));
-        assert_eq!(Route::of("/readyz/disable"), Some(Route::SetReady(false)));
-        assert_eq!(Route::of("/nope"), None);
-        assert_eq!(Route::of("/status"), None);
-    }
-
-    #[test]
-    fn header_names_are_canonical() {
-        let name = HeaderName::from_static("x-forwarded-for");
-        assert_eq!(canonical(&name), "X-Forwarded-For");
-        assert_eq!(canonical(&HeaderName::from_static("host")), "Host");
-    }
-}
+mod tests;
