@@ -129,6 +129,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// One of the demo's apps (serin-testapp) cannot start.
+    #[error("demo app: {0}")]
+    DemoApp(#[from] serin_testapp::Error),
+
     /// A metric query template cannot be rendered.
     #[error("cannot render query: {reason}")]
     Template {
@@ -159,6 +163,7 @@ impl Error {
             Error::BadResponse { .. } => "bad_response",
             Error::Template { .. } => "template",
             Error::Standalone(_) => "standalone",
+            Error::DemoApp(_) => "demo_app",
         }
     }
 }

@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run a whole canary release on this machine, no cluster needed.
     ///
-    /// Starts serin-proxy, two versions of a small app (v1 serving, v2 being released), a
+    /// Starts serin-proxy, two versions of serin-testapp (v1 serving, v2 being released), a
     /// steady load, and the rollout engine with the built-in metrics provider, then releases v2:
     /// the canary is analysed every second and advanced 10% at a time up to 50%, then promoted
     /// — or rolled back when its success rate drops below 99% or its p99 latency rises above

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! The engine, the provider, the webhook client and the proxy are the ones `serin rollout`
-//! and `serin-proxy` use; only the two apps and the load are made up. The scenario decides
-//! how v2 behaves: `healthy`, `errors` (a share of 500s) or `latency` (slow answers).
+//! and `serin-proxy` use; the two app versions and the hook are serin-testapp, the app the
+//! test cluster runs for podinfo; only the load is made up. The scenario decides how v2
+//! behaves, through the test app's fault settings: `healthy`, `errors` (a share of 500s) or
+//! `latency` (slow answers).
 
 mod apps;
 mod chart;
@@ -20,6 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serin_testapp::Faults;
+
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
 use crate::manifest::load_canary;
@@ -27,8 +31,6 @@ use crate::provider::builtin::BuiltinProvider;
 use crate::standalone::{Engine, now, write_atomic};
 use crate::status::Phase;
 use crate::webhook_client::HttpWebhookClient;
-
-pub use self::apps::Behaviour;
 
 /// How the new version behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,16 +44,17 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    fn behaviour(self) -> Behaviour {
+    /// How serin-testapp's v2 misbehaves.
+    pub fn faults(self) -> Faults {
         match self {
-            Scenario::Healthy => Behaviour::default(),
-            Scenario::Errors => Behaviour {
-                error_ratio: 0.2,
-                ..Behaviour::default()
+            Scenario::Healthy => Faults::default(),
+            Scenario::Errors => Faults {
+                error_percent: 20.0,
+                ..Faults::default()
             },
-            Scenario::Latency => Behaviour {
+            Scenario::Latency => Faults {
                 delay: Duration::from_millis(700),
-                ..Behaviour::default()
+                ..Faults::default()
             },
         }
     }
@@ -140,13 +143,9 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
     let routes = work.path().join("routes");
 
     // The two versions of the app, and the acceptance-test hook.
-    let v1 = apps::start("v1", Behaviour::default())
-        .await
-        .map_err(|e| io("v1 app", e))?;
-    let v2 = apps::start("v2", options.scenario.behaviour())
-        .await
-        .map_err(|e| io("v2 app", e))?;
-    let hook = apps::start_webhook().await.map_err(|e| io("webhook", e))?;
+    let v1 = apps::start("1.0.0", Faults::default()).await?;
+    let v2 = apps::start("2.0.0", options.scenario.faults()).await?;
+    let hook = apps::start_webhook().await?;
 
     // The routing directory: a Gateway and the operator's Backend, pointing at v1.
     let port = free_port().map_err(|e| io("listener port", e))?;
@@ -156,7 +155,10 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: public, namespace: demo}}\nspec:\n  gatewayClassName: serin\n  listeners: [{{name: http, port: {port}, protocol: HTTP}}]\n"
         ),
     )?;
-    write_atomic(&routes.join("podinfo.yaml"), &target_backend(v1.port))?;
+    write_atomic(
+        &routes.join("podinfo.yaml"),
+        &target_backend(v1.local_addr().port()),
+    )?;
 
     let mut proxy_options = serin_proxy::runtime::Options::loopback(routes.clone());
     proxy_options.watch_interval = Duration::from_millis(100);
@@ -175,11 +177,13 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
     let load = load::start(port, options.rate);
     report(&format!(
         "load: {} requests/s through the proxy; v1 on :{}, v2 on :{} ({:?})",
-        options.rate, v1.port, v2.port, options.scenario
+        options.rate,
+        v1.local_addr().port(),
+        v2.local_addr().port(),
+        options.scenario
     ));
 
-    let canary =
-        load_canary(&CANARY.replace("WEBHOOK_URL", &format!("http://127.0.0.1:{}/", hook.port)))?;
+    let canary = load_canary(&CANARY.replace("WEBHOOK_URL", &apps::webhook_url(&hook)))?;
     let mut engine = Engine::new(
         canary,
         routes.clone(),
@@ -231,13 +235,16 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
         match status.phase {
             Some(Phase::Initialized) if !released => {
                 // The release: point the operator's Backend at v2.
-                write_atomic(&routes.join("podinfo.yaml"), &target_backend(v2.port))?;
+                write_atomic(
+                    &routes.join("podinfo.yaml"),
+                    &target_backend(v2.local_addr().port()),
+                )?;
                 progress.clear();
                 report(&format!(
                     "{:>5.1}s  Deploying podinfo v2 ({:?}): Backend podinfo now points at :{}",
                     started.elapsed().as_secs_f64(),
                     options.scenario,
-                    v2.port
+                    v2.local_addr().port()
                 ));
                 released = true;
             }
