@@ -28,7 +28,6 @@ use crate::{duration::GoDuration, status::CanaryStatus, weight::Percent};
     kind = "Canary",
     plural = "canaries",
     singular = "canary",
-    shortname = "canary",
     category = "all",
     namespaced,
     status = "CanaryStatus",

@@ -105,20 +105,16 @@ pub fn compute(
     out
 }
 
-/// The status `parentRef` echoing a spec `parentRef`, with its defaults made explicit.
-fn status_parent_ref(
-    route_namespace: &str,
-    p: &HttpRouteParentRefs,
-) -> HttpRouteStatusParentsParentRef {
+/// The status `parentRef` echoing a spec `parentRef`: an exact copy, defaults left unset as in
+/// the spec. The spec says status parentRefs "should" match the spec's, and clients compare them
+/// for equality (Flagger waits for `Accepted=True` on the entry whose parentRef equals the
+/// spec's), so a namespace filled in here would make the entry invisible to them.
+fn status_parent_ref(p: &HttpRouteParentRefs) -> HttpRouteStatusParentsParentRef {
     HttpRouteStatusParentsParentRef {
-        group: Some(p.group.clone().unwrap_or_else(|| GATEWAY_GROUP.to_owned())),
-        kind: Some(p.kind.clone().unwrap_or_else(|| "Gateway".to_owned())),
+        group: p.group.clone(),
+        kind: p.kind.clone(),
         name: p.name.clone(),
-        namespace: Some(
-            p.namespace
-                .clone()
-                .unwrap_or_else(|| route_namespace.to_owned()),
-        ),
+        namespace: p.namespace.clone(),
         port: p.port,
         section_name: p.section_name.clone(),
     }
@@ -219,7 +215,7 @@ fn route_patch(
     let in_spec = |r: &HttpRouteStatusParentsParentRef| {
         spec_parents
             .iter()
-            .any(|p| same_parent(&key.namespace, &status_parent_ref(&key.namespace, p), r))
+            .any(|p| same_parent(&key.namespace, &status_parent_ref(p), r))
     };
     let serves = |r: &HttpRouteStatusParentsParentRef| {
         r.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
@@ -246,7 +242,7 @@ fn route_patch(
         if !ours.contains(&gateway) {
             continue;
         }
-        let parent_ref = status_parent_ref(&key.namespace, parent);
+        let parent_ref = status_parent_ref(parent);
         if seen
             .iter()
             .any(|s| same_parent(&key.namespace, s, &parent_ref))

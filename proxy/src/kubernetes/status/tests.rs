@@ -102,10 +102,8 @@ fn routes_get_one_parent_entry_per_gateway_we_serve() {
         "only the Gateway of our class: {parents:?}"
     );
     assert_eq!(parents[0]["controllerName"], CONTROLLER_NAME);
-    assert_eq!(
-        parents[0]["parentRef"],
-        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "name": "gw", "namespace": "ns"})
-    );
+    // The spec's parentRef, copied unchanged: no namespace, group or kind filled in.
+    assert_eq!(parents[0]["parentRef"], json!({"name": "gw"}));
     assert_eq!(
         conditions_of(&parents[0]),
         [
