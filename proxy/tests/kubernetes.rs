@@ -1,6 +1,6 @@
-//! `serin-proxy --kubernetes` against the real test cluster (`tests/cluster/up DIR`, then
-//! `KUBECONFIG=DIR/kubeconfig`): routing from Gateway/HTTPRoute objects, Services resolved
-//! through EndpointSlices, status conditions, API server restarts, and the RBAC manifest.
+//! `serin-proxy --kubernetes` against the real test cluster (`make test` starts it, with the
+//! node that runs Pods as processes, and sets `KUBECONFIG`): routing from Gateway/HTTPRoute
+//! objects, Services resolved through the EndpointSlices of their real Pods, status conditions, API server restarts, and the RBAC manifest.
 //!
 //! Each test works in a namespace and a GatewayClass of its own and runs its own proxy, which
 //! serves only that class, so tests run in parallel.
@@ -11,9 +11,12 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use kube_support::{Http, TestScope, condition, eventually, harness, repo_root};
 use serde_json::Value;
-use support::{TestBackend, admin_get, free_port, sample};
+use support::{Reply, TestBackend, admin_get, free_port, sample};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A `serin.dev` Backend named `name` at `127.0.0.1:port`.
 fn backend(name: &str, port: u16) -> String {
@@ -335,20 +338,48 @@ async fn invalid_routes_are_reported_in_status_and_the_others_keep_working() {
     scope.cleanup().await;
 }
 
+/// The Pods of a Deployment as (name, address), from the API.
+async fn pod_addresses(scope: &TestScope, app: &str) -> Vec<(String, String)> {
+    Api::<Pod>::namespaced(scope.client.clone(), &scope.namespace)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
+        .collect()
+}
+
+/// `POST path` to a Pod of the test app (its readiness switches), over a plain connection.
+async fn post_to_pod(ip: &str, path: &str) {
+    let mut stream = tokio::net::TcpStream::connect((ip, 8080)).await.unwrap();
+    stream
+        .write_all(
+            format!("POST {path} HTTP/1.1\r\nHost: {ip}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// A Service's endpoints are its real Pods (run by the test cluster's node, addresses from the
+/// real EndpointSlice controller): requests are balanced over the ready ones, a Pod failing its
+/// readiness probe leaves the rotation, none ready is a 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_resolve_through_ready_endpointslice_endpoints() {
     let scope = TestScope::new(kube_support::client().await, "serin-svc").await;
-    let (one, two) = (
-        TestBackend::start("one").await,
-        TestBackend::start("two").await,
-    );
     let port = free_port();
-    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
-    // The API server rejects loopback IPs in IPv4/IPv6 slices and single-label names such as
-    // `localhost` in FQDN slices ("at least two segments"); a dotted quad passes as an FQDN.
-    let slice = |name: &str, backend_port: u16, ready: bool| {
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    let deployment = |replicas: u32| {
         format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/service-name: web}}\naddressType: FQDN\nports: [{{name: http, port: {backend_port}, protocol: TCP}}]\nendpoints:\n- addresses: [127.0.0.1]\n  conditions: {{ready: {ready}}}\n"
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: app\n        image: serin.dev/testapp:1.0.0\n        ports: [{{containerPort: 8080}}]\n        readinessProbe: {{httpGet: {{path: /readyz, port: 8080}}, periodSeconds: 1, failureThreshold: 1}}\n"
         )
     };
     let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
@@ -357,7 +388,7 @@ async fn services_resolve_through_ready_endpointslice_endpoints() {
             &[
                 scope.gateway(port),
                 service.to_owned(),
-                slice("web-1", one.port(), true),
+                deployment(1),
                 route.to_owned(),
             ]
             .join("---\n"),
@@ -365,33 +396,46 @@ async fn services_resolve_through_ready_endpointslice_endpoints() {
         .await;
     let proxy = scope.proxy().await;
     let http = Http::new(port);
-    until_answered_by(&http, "/", "one", Duration::from_secs(10)).await;
+    let hostname = |reply: &Reply| reply.json()["hostname"].as_str().unwrap_or("").to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the first Pod answering",
+        || async { (http.get("/").await?.status == 200).then_some(()) },
+    )
+    .await;
     route_condition(&scope, "web", "ResolvedRefs", "True", "ResolvedRefs").await;
 
-    // A second slice: requests are balanced over both endpoints.
-    scope.apply(&slice("web-2", two.port(), true)).await;
-    until_answered_by(&http, "/", "two", Duration::from_secs(10)).await;
-    let mut seen = HashMap::<String, u32>::new();
-    for _ in 0..20 {
-        *seen
-            .entry(http.get("/").await.unwrap().backend())
-            .or_default() += 1;
-    }
-    assert_eq!(seen.len(), 2, "round robin over both endpoints: {seen:?}");
-
-    // Not ready endpoints are not used.
-    scope.apply(&slice("web-1", one.port(), false)).await;
-    eventually(Duration::from_secs(10), "only `two` answering", || async {
-        let mut all_two = true;
-        for _ in 0..10 {
-            all_two &= http.get("/").await?.backend() == "two";
+    // A second Pod: requests are balanced over both endpoints.
+    scope.apply(&deployment(2)).await;
+    let pods = eventually(Duration::from_secs(60), "both Pods answering", || async {
+        let mut seen = HashMap::<String, u32>::new();
+        for _ in 0..20 {
+            *seen.entry(hostname(&http.get("/").await?)).or_default() += 1;
         }
-        all_two.then_some(())
+        let pods = pod_addresses(&scope, "web").await;
+        (seen.len() == 2 && pods.iter().all(|(name, _)| seen.contains_key(name))).then_some(pods)
     })
     .await;
-    scope.apply(&slice("web-2", two.port(), false)).await;
+
+    // A Pod failing its readiness probe leaves the rotation.
+    let (sick, sick_ip) = &pods[0];
+    post_to_pod(sick_ip, "/readyz/disable").await;
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
+        "only the ready Pod answering",
+        || async {
+            for _ in 0..10 {
+                if hostname(&http.get("/").await?) == *sick {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    post_to_pod(&pods[1].1, "/readyz/disable").await;
+    eventually(
+        Duration::from_secs(30),
         "503 without ready endpoints",
         || async { (http.get("/").await?.status == 503).then_some(()) },
     )
