@@ -21,6 +21,8 @@ use serin_e2e::{
 };
 
 /// The seeds' podinfo Deployment (image, ports, probes), with `replicas` and the given tag.
+/// The `preStop` sleep keeps a terminating Pod serving while its endpoint's removal reaches the
+/// clients, as production Deployments do; without it the roll test sees a request cut off.
 fn podinfo(name: &str, tag: &str, replicas: u32) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -298,6 +300,10 @@ async fn set_image_rolls_the_deployment_without_a_failed_request() {
     // Let the traffic see the new endpoints for a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (versions, failures) = traffic.finish().await;
+    eprintln!(
+        "during the roll: answers by version {versions:?}, {} failed",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} requests failed during the roll: {:?}",
