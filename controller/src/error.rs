@@ -129,6 +129,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A Kubernetes API call failed; `what` names the call and the object.
+    #[error("{what}: {source}")]
+    Kube {
+        /// The call and its object, e.g. `patching Deployment test/podinfo-primary`.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// What a Canary refers to is missing or unusable in the cluster (its target Deployment,
+    /// a label to select its pods by); the message names the object and field.
+    #[error("{0}")]
+    Cluster(String),
+
     /// One of the demo's apps (serin-testapp) cannot start.
     #[error("demo app: {0}")]
     DemoApp(#[from] serin_testapp::Error),
@@ -164,6 +179,8 @@ impl Error {
             Error::Template { .. } => "template",
             Error::Standalone(_) => "standalone",
             Error::DemoApp(_) => "demo_app",
+            Error::Kube { .. } => "kube",
+            Error::Cluster(_) => "cluster",
         }
     }
 }

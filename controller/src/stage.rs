@@ -305,6 +305,28 @@ pub fn desired_route(settings: &Settings, status: &CanaryStatus) -> Route {
     }
 }
 
+/// How long to wait before the next step is due, when a step is asked for early.
+///
+/// During an analysis (phases `Progressing`, `WaitingPromotion`, `Promoting`, `Finalising`)
+/// steps are an `interval` apart: each one that judges the canary changes the status and its
+/// `lastTransitionTime`. An adapter that is woken by something else (a watch event, its own
+/// status write, a restart) asks this first and, given `Some`, waits that long instead of
+/// stepping; so the pace survives restarts, as it is read from the status. Outside an analysis
+/// steps are due at once (a new revision is picked up as soon as it is seen).
+pub fn wait_before_step(
+    settings: &Settings,
+    status: &CanaryStatus,
+    now: Timestamp,
+) -> Option<Duration> {
+    let analysing = matches!(
+        status.phase,
+        Some(Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising)
+    );
+    let last = status.last_transition_time?;
+    let elapsed = now.saturating_duration_since(last);
+    (analysing && elapsed < settings.interval).then(|| settings.interval - elapsed)
+}
+
 /// Whether the observed revision differs from the one the status records.
 pub fn revision_changed(status: &CanaryStatus, revision: &Revision) -> bool {
     status.last_applied_spec.as_deref() != Some(revision.spec_hash.as_str())

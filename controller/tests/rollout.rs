@@ -1356,3 +1356,55 @@ fn progress_deadline_counts_from_the_later_of_last_progress_and_unavailability()
     let plan = serin_controller::step(&driver.spec, &driver.status, &obs, now);
     assert_eq!(plan.status.phase, Some(Phase::Failed));
 }
+
+#[test]
+fn steps_asked_for_early_wait_for_the_interval_during_an_analysis() {
+    use serin_controller::stage::wait_before_step;
+    use serin_controller::timestamp::Timestamp;
+    use serin_controller::validation::validate;
+    use std::time::Duration;
+
+    let driver = Driver::new(&manifest("    maxWeight: 50\n    stepWeight: 10\n"));
+    let settings = validate(&driver.spec).unwrap();
+    let at = |s: i64| Timestamp::from_unix_seconds(1_000_000 + s);
+    let mut status = driver.status.clone();
+    status.last_transition_time = Some(at(0));
+    for phase in [
+        Phase::Progressing,
+        Phase::WaitingPromotion,
+        Phase::Promoting,
+        Phase::Finalising,
+    ] {
+        status.phase = Some(phase);
+        // The manifest's interval is 1m.
+        assert_eq!(
+            wait_before_step(&settings, &status, at(3)),
+            Some(Duration::from_secs(57)),
+            "{phase:?}"
+        );
+        assert_eq!(
+            wait_before_step(&settings, &status, at(60)),
+            None,
+            "{phase:?}"
+        );
+        assert_eq!(
+            wait_before_step(&settings, &status, at(95)),
+            None,
+            "{phase:?}"
+        );
+    }
+    // Outside an analysis a step is due at once: a new revision is picked up when seen.
+    for phase in [
+        Phase::Initialized,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Waiting,
+    ] {
+        status.phase = Some(phase);
+        assert_eq!(
+            wait_before_step(&settings, &status, at(1)),
+            None,
+            "{phase:?}"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! serin-controller's Kubernetes adapter: a kube-runtime `Controller` over `Canary` resources.
+//!
+//! Each reconcile is one step of the rollout engine: observe the target and primary
+//! Deployments, let the pure stage machine decide ([`crate::stage::step`], through the shared
+//! [`crate::drive`] loop that runs the webhooks and metric checks it asks for), apply its
+//! actions to the cluster ([`workload`]), then write `Canary.status` (only when it changed) and
+//! record its events as Kubernetes Events. All state is in `Canary.status`, so the controller
+//! can stop at any moment and resume; every action is idempotent (applying a step twice has
+//! the effect of once). The next step is requeued after the analysis interval; changes to the
+//! Canary, its target or its primary Deployment reconcile at once.
+
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams};
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::analysis::MetricProvider;
+use crate::canary::Canary;
+use crate::drive::Drive;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventType};
+use crate::stage::{Action, Observations, Readiness, wait_before_step};
+use crate::standalone::now;
+use crate::status::CanaryStatus;
+use crate::validation::validate;
+use crate::webhook::WebhookClient;
+
+use self::workload::{FIELD_MANAGER, Workload, readiness, revision};
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Metric providers (built-in: the proxies' `/metrics`; Prometheus).
+    pub provider: Arc<dyn MetricProvider>,
+    /// Webhook client.
+    pub webhooks: Arc<dyn WebhookClient>,
+    /// `reportingInstance` of the Events it records (the pod name, else the host name).
+    pub instance: String,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(
+        client: Client,
+        provider: Arc<dyn MetricProvider>,
+        webhooks: Arc<dyn WebhookClient>,
+    ) -> Context {
+        let instance = std::env::var("POD_NAME")
+            .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| FIELD_MANAGER.to_owned());
+        Context {
+            instance,
+            client,
+            provider,
+            webhooks,
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    let canaries = Api::<Canary>::all(client.clone());
+    let controller = Controller::new(canaries, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // A change to a target Deployment (`kubectl set image`) reconciles its Canaries.
+        .watches(
+            Api::<Deployment>::all(client),
+            watcher::Config::default(),
+            move |deployment| {
+                let namespace = deployment.namespace();
+                let name = deployment.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|c| c.namespace() == namespace)
+                    .filter(|c| {
+                        c.spec.target_ref.as_ref().and_then(|t| t.name.as_deref())
+                            == Some(name.as_str())
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!("reconcile failed: {e}");
+            }
+        })
+        .await;
+}
+
+fn error_policy(canary: Arc<Canary>, error: &Error, _context: Arc<Context>) -> Requeue {
+    warn!(
+        namespace = canary.namespace().unwrap_or_default(),
+        name = canary.name_any(),
+        kind = error.metric_label(),
+        "{error}"
+    );
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// One step for one Canary.
+async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue> {
+    let name = canary.name_any();
+    let namespace = canary.namespace().unwrap_or_else(|| "default".into());
+    let status = canary.status.clone().unwrap_or_default();
+    let now = now();
+    let settings = match validate(&canary.spec) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            // Nothing in the cluster changes; the event names the fields.
+            let event = crate::event::invalid_spec(&errors.to_string());
+            publish(&context, &canary, &event).await;
+            return Ok(Requeue::await_change());
+        }
+    };
+    // Woken early (a watch event, our own status write): an analysis keeps its interval.
+    if let Some(wait) = wait_before_step(&settings, &status, now) {
+        return Ok(Requeue::requeue(wait));
+    }
+    let world = Workload::new(context.client.clone(), &canary, &settings);
+    let target = world.target_deployment().await?;
+    let primary = world.primary_deployment().await?;
+    let mut obs = Observations {
+        name: name.clone(),
+        namespace: namespace.clone(),
+        revision: revision(&target),
+        primary: primary.as_ref().map_or_else(
+            || Readiness::not_ready("the primary Deployment does not exist yet"),
+            readiness,
+        ),
+        canary: readiness(&target),
+        webhooks: BTreeMap::new(),
+        metrics: None,
+        cookie_token: token(),
+    };
+    let templates = BTreeMap::new();
+    let apex = world.apex();
+    let drive = Drive {
+        name: &name,
+        namespace: &namespace,
+        settings: &settings,
+        service: &apex,
+        provider: context.provider.as_ref(),
+        webhooks: context.webhooks.as_ref(),
+        templates: &templates,
+    };
+    let plan = drive.plan(&canary.spec, &status, &mut obs, now).await;
+    let mut events = plan.events.clone();
+    for action in &plan.actions {
+        match action {
+            Action::Bootstrap => world.bootstrap(&target).await?,
+            Action::SetRoute(route) => world.set_route(route).await?,
+            Action::ScaleCanaryUp => {
+                if target.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
+                    world.scale_target(1).await?;
+                }
+            }
+            Action::ScaleCanaryToZero => world.scale_target(0).await?,
+            Action::PromotePrimary => world.promote(&target).await?,
+            Action::RunPostRolloutHooks { phase } => {
+                events.extend(drive.post_rollout_hooks(*phase, &plan.status).await);
+            }
+            Action::Notify { severity, message } => {
+                info!(%namespace, %name, ?severity, "{message}");
+            }
+        }
+    }
+    if plan.status != status {
+        write_status(&context.client, &canary, &plan.status).await?;
+    }
+    for event in &events {
+        info!(%namespace, %name, "{}", event.message);
+        publish(&context, &canary, event).await;
+        drive.event_hooks(&plan.status, event, now).await;
+    }
+    Ok(Requeue::requeue(plan.requeue_after))
+}
+
+/// Writes `Canary.status` (merge patch of the status subresource).
+async fn write_status(client: &Client, canary: &Canary, status: &CanaryStatus) -> Result<()> {
+    let namespace = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    Api::<Canary>::namespaced(client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("writing the status of Canary {namespace}/{name}"),
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// The `reportingController` of the Events the controller records.
+pub const REPORTING_CONTROLLER: &str = "serin.dev/serin-controller";
+
+/// Records `event` on the Canary as an `events.k8s.io/v1` Event of its own (what `kubectl
+/// describe canary` and `kubectl get events` list); a failure is logged (events are best
+/// effort). Each message is its own Event: the engine's messages differ step by step, and a
+/// recorder that folds events of the same reason into a series would keep only the first.
+async fn publish(context: &Context, canary: &Canary, event: &Event) {
+    let namespace = canary.namespace().unwrap_or_else(|| "default".into());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let kube_event = KubeEvent {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}{:04x}",
+                canary.name_any(),
+                now.as_nanosecond(),
+                fastrand::u16(..)
+            )),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(
+            match event.event_type {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        reason: Some(event.reason.to_owned()),
+        note: Some(event.message.clone()),
+        action: Some("Reconcile".into()),
+        regarding: Some(canary.object_ref(&())),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(context.instance.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = Api::<KubeEvent>::namespaced(context.client.clone(), &namespace)
+        .create(&PostParams::default(), &kube_event)
+        .await
+    {
+        warn!("recording event {:?}: {e}", event.message);
+    }
+}
+
+/// A random cookie value: ten letters and digits.
+fn token() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..10)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
+}

@@ -1,0 +1,425 @@
+//! What a Canary owns in the cluster, as Flagger names and shapes it: the `<target>-primary`
+//! Deployment, the Services `<apex>`, `<apex>-primary` and `<apex>-canary`, and the HTTPRoute
+//! `<apex>`; how a Deployment's readiness and revision are read; and the stage machine's
+//! actions applied to them.
+//!
+//! Generated objects are written with server-side apply under one field manager
+//! ([`FIELD_MANAGER`]) and owned by the Canary (so deleting it removes them); fields other
+//! tools set on them are left alone. The target Deployment is the user's: only its
+//! `spec.replicas` is changed (scaled to zero once the primary serves, up for an analysis).
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+
+use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::canary::Canary;
+use crate::error::{Error, Result};
+use crate::httproute::{BackendTarget, RouteTarget, render};
+use crate::route::Route;
+use crate::stage::{Readiness, Revision};
+use crate::timestamp::Timestamp;
+use crate::validation::Settings;
+
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "serin-controller";
+
+/// Labels that select a workload's pods, in Flagger's order of preference.
+const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
+
+/// One Canary's objects in the cluster.
+pub struct Workload<'a> {
+    client: Client,
+    canary: &'a Canary,
+    settings: &'a Settings,
+    namespace: String,
+}
+
+impl<'a> Workload<'a> {
+    /// The objects of `canary` (whose spec validated to `settings`).
+    pub fn new(client: Client, canary: &'a Canary, settings: &'a Settings) -> Workload<'a> {
+        Workload {
+            client,
+            namespace: canary.namespace().unwrap_or_else(|| "default".into()),
+            canary,
+            settings,
+        }
+    }
+
+    /// The target Deployment's name.
+    pub fn target(&self) -> &str {
+        &self.settings.target
+    }
+
+    /// `<target>-primary`.
+    pub fn primary(&self) -> String {
+        format!("{}-primary", self.target())
+    }
+
+    /// The apex Service's name: `spec.service.name`, else the target's.
+    pub fn apex(&self) -> String {
+        self.canary
+            .spec
+            .service
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| self.target().to_owned())
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn kube_error(&self, what: &str, kind: &str, name: &str) -> impl FnOnce(kube::Error) -> Error {
+        let what = format!("{what} {kind} {}/{name}", self.namespace);
+        move |source| Error::Kube {
+            what,
+            source: Box::new(source),
+        }
+    }
+
+    /// The target Deployment; an error naming `spec.targetRef` when it does not exist.
+    pub async fn target_deployment(&self) -> Result<Deployment> {
+        self.deployments()
+            .get_opt(self.target())
+            .await
+            .map_err(self.kube_error("reading", "Deployment", self.target()))?
+            .ok_or_else(|| {
+                Error::Cluster(format!(
+                    "spec.targetRef: Deployment {}/{} not found",
+                    self.namespace,
+                    self.target()
+                ))
+            })
+    }
+
+    /// The primary Deployment, if it exists.
+    pub async fn primary_deployment(&self) -> Result<Option<Deployment>> {
+        self.deployments()
+            .get_opt(&self.primary())
+            .await
+            .map_err(self.kube_error("reading", "Deployment", &self.primary()))
+    }
+
+    /// The Canary as the owner of generated objects.
+    fn owner(&self) -> Result<OwnerReference> {
+        self.canary.controller_owner_ref(&()).ok_or_else(|| {
+            Error::Cluster(format!(
+                "Canary {}/{} has no uid yet",
+                self.namespace,
+                self.canary.name_any()
+            ))
+        })
+    }
+
+    async fn apply<K>(
+        &self,
+        api: Api<K>,
+        name: &str,
+        kind: &str,
+        object: serde_json::Value,
+    ) -> Result<()>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .map_err(self.kube_error("applying", kind, name))?;
+        Ok(())
+    }
+
+    /// Creates the primary Deployment from the target's pod template when it does not exist
+    /// (an existing one keeps its template: it is what is serving), and applies the Services.
+    pub async fn bootstrap(&self, target: &Deployment) -> Result<()> {
+        let (key, value) = selector_label(target)?;
+        if self.primary_deployment().await?.is_none() {
+            let replicas = target
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .filter(|r| *r > 0)
+                .unwrap_or(1);
+            self.apply_primary(target, &key, &value, replicas).await?;
+        }
+        let port = self.settings_port();
+        let target_port = self
+            .canary
+            .spec
+            .service
+            .as_ref()
+            .and_then(|s| s.target_port.clone())
+            .map_or(IntOrString::Int(port), |p| match p {
+                crate::canary::IntOrString::Int(n) => {
+                    IntOrString::Int(i32::try_from(n).unwrap_or(port))
+                }
+                crate::canary::IntOrString::String(name) => IntOrString::String(name),
+            });
+        let primary_value = format!("{value}-primary");
+        for (name, selected) in [
+            (self.apex(), &primary_value),
+            (format!("{}-primary", self.apex()), &primary_value),
+            (format!("{}-canary", self.apex()), &value),
+        ] {
+            let service = Service {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some(BTreeMap::from([(key.clone(), name.clone())])),
+                    owner_references: Some(vec![self.owner()?]),
+                    ..Default::default()
+                },
+                spec: Some(ServiceSpec {
+                    type_: Some("ClusterIP".into()),
+                    selector: Some(BTreeMap::from([(key.clone(), selected.clone())])),
+                    ports: Some(vec![ServicePort {
+                        name: Some("http".into()),
+                        port,
+                        target_port: Some(target_port.clone()),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                status: None,
+            };
+            let mut object =
+                serde_json::to_value(&service).map_err(|e| Error::Cluster(e.to_string()))?;
+            object["apiVersion"] = json!("v1");
+            object["kind"] = json!("Service");
+            self.apply(
+                Api::<Service>::namespaced(self.client.clone(), &self.namespace),
+                &name,
+                "Service",
+                object,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn settings_port(&self) -> i32 {
+        self.canary
+            .spec
+            .service
+            .as_ref()
+            .and_then(|s| s.port)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(80)
+    }
+
+    /// Applies the primary Deployment: the target's pod template with the selector label's
+    /// value `<v>-primary`, `replicas` replicas.
+    async fn apply_primary(
+        &self,
+        target: &Deployment,
+        key: &str,
+        value: &str,
+        replicas: i32,
+    ) -> Result<()> {
+        let spec = target.spec.clone().unwrap_or_default();
+        let primary_value = format!("{value}-primary");
+        let mut template: PodTemplateSpec = spec.template.clone();
+        let mut labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        labels.insert(key.to_owned(), primary_value.clone());
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels = Some(labels);
+        let mut meta_labels = target.metadata.labels.clone().unwrap_or_default();
+        meta_labels.insert(key.to_owned(), primary_value.clone());
+        let primary = Deployment {
+            metadata: ObjectMeta {
+                name: Some(self.primary()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(meta_labels),
+                owner_references: Some(vec![self.owner()?]),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some(BTreeMap::from([(key.to_owned(), primary_value)])),
+                    match_expressions: None,
+                },
+                template,
+                strategy: spec.strategy.clone(),
+                min_ready_seconds: spec.min_ready_seconds,
+                progress_deadline_seconds: spec.progress_deadline_seconds,
+                revision_history_limit: spec.revision_history_limit,
+                paused: None,
+            }),
+            status: None,
+        };
+        let mut object =
+            serde_json::to_value(&primary).map_err(|e| Error::Cluster(e.to_string()))?;
+        object["apiVersion"] = json!("apps/v1");
+        object["kind"] = json!("Deployment");
+        self.apply(self.deployments(), &self.primary(), "Deployment", object)
+            .await
+    }
+
+    /// Copies the target's pod template to the primary, keeping the primary's replicas.
+    pub async fn promote(&self, target: &Deployment) -> Result<()> {
+        let (key, value) = selector_label(target)?;
+        let replicas = self
+            .primary_deployment()
+            .await?
+            .and_then(|d| d.spec?.replicas)
+            .unwrap_or(1);
+        self.apply_primary(target, &key, &value, replicas).await
+    }
+
+    /// Sets the target's replicas (a merge patch of `spec.replicas` only).
+    pub async fn scale_target(&self, replicas: i32) -> Result<()> {
+        self.deployments()
+            .patch(
+                self.target(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .map_err(self.kube_error("scaling", "Deployment", self.target()))?;
+        Ok(())
+    }
+
+    /// Applies the HTTPRoute `<apex>` for `route`.
+    pub async fn set_route(&self, route: &Route) -> Result<()> {
+        let service = self.canary.spec.service.as_ref();
+        let port = self.settings_port();
+        let target = RouteTarget {
+            name: self.apex(),
+            namespace: self.namespace.clone(),
+            parent_refs: service
+                .map(|s| {
+                    s.gateway_refs
+                        .iter()
+                        .map(|g| HttpRouteParentRefs {
+                            group: g.group.clone(),
+                            kind: g.kind.clone(),
+                            name: g.name.clone().unwrap_or_default(),
+                            namespace: g.namespace.clone(),
+                            section_name: g.section_name.clone(),
+                            port: g.port.and_then(|p| i32::try_from(p).ok()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            hostnames: service.map(|s| s.hosts.clone()).unwrap_or_default(),
+            primary: BackendTarget::service(format!("{}-primary", self.apex()), port),
+            canary: BackendTarget::service(format!("{}-canary", self.apex()), port),
+        };
+        let mut rendered: HttpRoute = render(&target, route);
+        rendered.metadata.owner_references = Some(vec![self.owner()?]);
+        let object = serde_json::to_value(&rendered).map_err(|e| Error::Cluster(e.to_string()))?;
+        self.apply(
+            Api::<HttpRoute>::namespaced(self.client.clone(), &self.namespace),
+            &self.apex(),
+            "HTTPRoute",
+            object,
+        )
+        .await
+    }
+}
+
+/// The label that selects `deployment`'s pods (the first of `app`, `name`,
+/// `app.kubernetes.io/name` in its selector) and its value.
+pub fn selector_label(deployment: &Deployment) -> Result<(String, String)> {
+    let labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref());
+    SELECTOR_LABELS
+        .iter()
+        .find_map(|key| Some(((*key).to_owned(), labels?.get(*key)?.clone())))
+        .ok_or_else(|| {
+            Error::Cluster(format!(
+                "Deployment {}: spec.selector.matchLabels has none of the labels {} (one is \
+                 needed to tell primary pods from canary pods)",
+                deployment.name_any(),
+                SELECTOR_LABELS.join(", ")
+            ))
+        })
+}
+
+/// The revision of a Deployment: a hash of its pod template.
+pub fn revision(deployment: &Deployment) -> Revision {
+    let template = deployment.spec.as_ref().map(|s| &s.template);
+    let text = serde_json::to_string(&template).unwrap_or_default();
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(text.as_bytes());
+    Revision {
+        spec_hash: format!("{:016x}", hasher.finish()),
+        tracked_configs: BTreeMap::new(),
+    }
+}
+
+/// Whether a Deployment has finished rolling out, with Flagger's messages.
+pub fn readiness(deployment: &Deployment) -> Readiness {
+    let Some(status) = deployment.status.as_ref() else {
+        return Readiness::not_ready("waiting for the Deployment's status");
+    };
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let available_since = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Available" && c.status == "False")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| Timestamp::from_unix_seconds(t.0.as_second()));
+    let not_ready = |message: String| Readiness::NotReady {
+        message,
+        since: available_since,
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return not_ready("waiting for the Deployment's spec to be observed".into());
+    }
+    if let Some(c) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return not_ready(format!(
+            "deployment {} exceeded its progress deadline: {}",
+            deployment.name_any(),
+            c.message.clone().unwrap_or_default()
+        ));
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < wanted {
+        return not_ready(format!(
+            "waiting for rollout to finish: {updated} of {wanted} new replicas have been updated"
+        ));
+    }
+    if replicas > updated {
+        return not_ready(format!(
+            "waiting for rollout to finish: {} old replicas are pending termination",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return not_ready(format!(
+            "waiting for rollout to finish: {available} of {updated} updated replicas are available"
+        ));
+    }
+    Readiness::Ready
+}

@@ -1,0 +1,315 @@
+//! serin-controller end to end: a Canary for the podinfo Deployment (real Pods on the test
+//! node), serin-proxy `--kubernetes` serving its HTTPRoute, steady client traffic through the
+//! proxy, and a release started with `kubectl set image`.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
+use serin_e2e::{
+    ChildGuard, ClusterObject, Http, TestNamespace, apply, binary, client, eventually, free_port,
+    kubectl,
+};
+
+fn podinfo() -> &'static str {
+    r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podinfo
+  labels: {app: podinfo}
+spec:
+  replicas: 2
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
+  selector:
+    matchLabels: {app: podinfo}
+  template:
+    metadata:
+      labels: {app: podinfo}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: podinfod
+        image: ghcr.io/stefanprodan/podinfo:6.0.0
+        ports:
+        - {name: http, containerPort: 9898, protocol: TCP}
+        readinessProbe:
+          httpGet: {path: /readyz, port: 9898}
+          periodSeconds: 1
+          failureThreshold: 1
+        lifecycle:
+          preStop:
+            sleep: {seconds: 2}
+"#
+}
+
+fn canary_api() -> ApiResource {
+    ApiResource {
+        group: "serin.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "serin.dev/v1alpha1".into(),
+        kind: "Canary".into(),
+        plural: "canaries".into(),
+    }
+}
+
+/// Steady traffic through the proxy, counting answers by version and failures.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(BTreeMap<String, u64>, Vec<String>)>,
+}
+
+impl Traffic {
+    fn start(authority: String) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let http = Http::new();
+            let mut versions = BTreeMap::new();
+            let mut failures = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match http.get(&authority, "/").await {
+                    Ok(a) if a.status == 200 => {
+                        *versions
+                            .entry(a.version.unwrap_or_default())
+                            .or_insert(0u64) += 1;
+                    }
+                    Ok(a) => failures.push(format!("status {}", a.status)),
+                    Err(e) => failures.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (versions, failures)
+        });
+        Traffic { stop, task }
+    }
+
+    async fn finish(self) -> (BTreeMap<String, u64>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+async fn phase(api: &Api<DynamicObject>) -> Result<(String, DynamicObject), String> {
+    let canary = api.get("podinfo").await.map_err(|e| e.to_string())?;
+    let phase = canary.data["status"]["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((phase, canary))
+}
+
+/// The messages of the Events serin-controller recorded in `namespace`, oldest first.
+fn events(namespace: &str) -> Vec<String> {
+    let out = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "jsonpath={range .items[*]}{.eventTime}{\"\\t\"}{.reportingController}{\"\\t\"}{.note}{\"\\n\"}{end}",
+    ]);
+    let mut events: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, '\t');
+            let time = fields.next()?.to_owned();
+            (fields.next()? == "serin.dev/serin-controller")
+                .then(|| (time, fields.next().unwrap_or_default().to_owned()))
+        })
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, note)| note).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressive_release_steps_and_promotes_without_a_failed_request() {
+    let client = client().await;
+    let ns = TestNamespace::new("e2e-canary");
+    let listener = free_port();
+    let admin = free_port();
+    let class = ClusterObject::new("gatewayclass", &ns.name);
+    apply(&ns.name, podinfo());
+    apply(
+        &ns.name,
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: {class}
+spec:
+  controllerName: serin.dev/gateway
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: public
+spec:
+  gatewayClassName: {class}
+  listeners:
+  - {{name: http, port: {listener}, protocol: HTTP}}
+---
+apiVersion: serin.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+    targetPort: 9898
+    gatewayRefs:
+    - name: public
+  analysis:
+    interval: 2s
+    threshold: 3
+    maxWeight: 50
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {{min: 99}}
+      interval: 10s
+"#,
+            class = class.name
+        ),
+    );
+    let _proxy = ChildGuard(
+        Command::new(binary("serin-proxy"))
+            .args(["--kubernetes", "--gateway-class", &class.name])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting serin-proxy"),
+    );
+    let _controller = ChildGuard(
+        Command::new(binary("serin-controller"))
+            .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("starting serin-controller"),
+    );
+    let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
+    eventually(
+        "the Canary Initialized",
+        Duration::from_secs(120),
+        || async {
+            match phase(&canaries).await? {
+                (p, _) if p == "Initialized" => Ok(()),
+                (p, c) => Err(format!("phase {p:?}: {:?}", c.data.get("status"))),
+            }
+        },
+    )
+    .await;
+    let authority = format!("127.0.0.1:{listener}");
+    let http = Http::new();
+    eventually(
+        "the proxy serving the primary",
+        Duration::from_secs(30),
+        || async {
+            match http.get(&authority, "/").await {
+                Ok(a) if a.status == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let target = deployments.get("podinfo").await.unwrap();
+    assert_eq!(
+        target.spec.unwrap().replicas,
+        Some(0),
+        "the target is scaled to zero"
+    );
+
+    let traffic = Traffic::start(authority.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "set",
+        "image",
+        "deployment/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    eventually(
+        "the release to succeed",
+        Duration::from_secs(240),
+        || async {
+            match phase(&canaries).await? {
+                (p, _) if p == "Succeeded" => Ok(()),
+                (p, c) if p == "Failed" => panic!("the release failed: {:?}", c.data.get("status")),
+                (p, c) => Err(format!(
+                    "phase {p:?}, weight {:?}",
+                    c.data["status"]["canaryWeight"]
+                )),
+            }
+        },
+    )
+    .await;
+    let (versions, failures) = traffic.finish().await;
+    eprintln!(
+        "answers by version during the release: {versions:?}; {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(
+        versions.get("6.0.1").copied().unwrap_or(0) > 0,
+        "{versions:?}"
+    );
+
+    let primary = deployments.get("podinfo-primary").await.unwrap();
+    let image = primary.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "ghcr.io/stefanprodan/podinfo:6.0.1");
+    let events = events(&ns.name);
+    eprintln!("events:\n{}", events.join("\n"));
+    let canary = format!("podinfo.{}", ns.name);
+    let position = |expected: &str| {
+        events
+            .iter()
+            .position(|e| e == expected)
+            .unwrap_or_else(|| panic!("no event {expected:?} in {events:?}"))
+    };
+    // In Flagger's order and wording.
+    let initialized = position(&format!("Initialization done! {canary}"));
+    let detected = position(&format!("New revision detected! Scaling up {canary}"));
+    let started = position(&format!("Starting canary analysis for {canary}"));
+    let copying = position(&format!(
+        "Copying {canary} template spec to podinfo-primary.{}",
+        ns.name
+    ));
+    let completed = position(&format!("Promotion completed! Scaling down {canary}"));
+    assert!(
+        initialized < detected && detected < started && started < copying && copying < completed
+    );
+    let weights: Vec<u32> = events
+        .iter()
+        .filter_map(|e| {
+            e.strip_prefix(&format!("Advance {canary} canary weight "))?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(weights, [10, 20, 30, 40, 50], "{events:?}");
+}
