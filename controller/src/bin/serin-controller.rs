@@ -25,6 +25,9 @@ struct Args {
     /// read; repeat for every replica.
     #[arg(long = "proxy-admin", value_name = "ADDR", required = true)]
     proxy_admin: Vec<String>,
+    /// Drive only the Canaries of this namespace (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -67,7 +70,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
-        let context = Context::new(client, provider, Arc::new(HttpWebhookClient::new()));
+        let context = Context::new(client, provider, Arc::new(HttpWebhookClient::new()))
+            .in_namespace(args.namespace);
         kubernetes::run(Arc::new(context)).await;
         Ok(())
     })

@@ -51,6 +51,8 @@ pub struct Context {
     pub webhooks: Arc<dyn WebhookClient>,
     /// `reportingInstance` of the Events it records (the pod name, else the host name).
     pub instance: String,
+    /// Only Canaries of this namespace, when set (else every namespace).
+    pub namespace: Option<String>,
 }
 
 impl Context {
@@ -66,6 +68,7 @@ impl Context {
             .unwrap_or_else(|_| FIELD_MANAGER.to_owned());
         Context {
             instance,
+            namespace: None,
             client,
             provider,
             webhooks,
@@ -73,20 +76,35 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Limits the controller to the Canaries of `namespace`.
+    pub fn in_namespace(mut self, namespace: Option<String>) -> Context {
+        self.namespace = namespace;
+        self
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let canaries = Api::<Canary>::all(client.clone());
+    let canaries = context.api::<Canary>();
     let controller = Controller::new(canaries, watcher::Config::default());
     let store = controller.store();
     controller
-        .owns(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        )
+        .owns(context.api::<Deployment>(), watcher::Config::default())
         // A change to a target Deployment (`kubectl set image`) reconciles its Canaries.
         .watches(
-            Api::<Deployment>::all(client),
+            context.api::<Deployment>(),
             watcher::Config::default(),
             move |deployment| {
                 let namespace = deployment.namespace();

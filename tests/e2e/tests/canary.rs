@@ -128,18 +128,44 @@ fn events(namespace: &str) -> Vec<String> {
     events.into_iter().map(|(_, note)| note).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progressive_release_steps_and_promotes_without_a_failed_request() {
-    let client = client().await;
-    let ns = TestNamespace::new("e2e-canary");
-    let listener = free_port();
-    let admin = free_port();
-    let class = ClusterObject::new("gatewayclass", &ns.name);
-    apply(&ns.name, podinfo());
-    apply(
-        &ns.name,
-        &format!(
-            r#"apiVersion: gateway.networking.k8s.io/v1
+/// The Canary analysis the tests release with: a step every 2 s, the built-in success rate.
+const ANALYSIS: &str = "    interval: 2s
+    threshold: 3
+    maxWeight: 50
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {min: 99}
+      interval: 10s
+";
+
+/// A release under way: the podinfo Deployment with its Canary (Initialized), serin-proxy
+/// serving its Gateway, serin-controller; everything removed when dropped.
+struct Setup {
+    ns: TestNamespace,
+    canaries: Api<DynamicObject>,
+    deployments: Api<Deployment>,
+    authority: String,
+    _class: ClusterObject,
+    _proxy: ChildGuard,
+    _controller: ChildGuard,
+}
+
+impl Setup {
+    /// Starts everything in a namespace named after `prefix`, with `analysis` (YAML indented
+    /// four spaces) as the Canary's `spec.analysis`, and waits for the Canary to be
+    /// Initialized and the proxy to serve the primary.
+    async fn start(prefix: &str, analysis: &str) -> Setup {
+        let client = client().await;
+        let ns = TestNamespace::new(prefix);
+        let listener = free_port();
+        let admin = free_port();
+        let class = ClusterObject::new("gatewayclass", &ns.name);
+        apply(&ns.name, podinfo());
+        apply(
+            &ns.name,
+            &format!(
+                r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata:
   name: {class}
@@ -170,72 +196,102 @@ spec:
     gatewayRefs:
     - name: public
   analysis:
-    interval: 2s
-    threshold: 3
-    maxWeight: 50
-    stepWeight: 10
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 10s
-"#,
-            class = class.name
-        ),
-    );
-    let _proxy = ChildGuard(
-        Command::new(binary("serin-proxy"))
-            .args(["--kubernetes", "--gateway-class", &class.name])
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting serin-proxy"),
-    );
-    let _controller = ChildGuard(
-        Command::new(binary("serin-controller"))
-            .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
-            .env("RUST_LOG", "info")
-            .spawn()
-            .expect("starting serin-controller"),
-    );
-    let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
-    eventually(
-        "the Canary Initialized",
-        Duration::from_secs(120),
-        || async {
-            match phase(&canaries).await? {
-                (p, _) if p == "Initialized" => Ok(()),
-                (p, c) => Err(format!("phase {p:?}: {:?}", c.data.get("status"))),
-            }
-        },
-    )
-    .await;
-    let authority = format!("127.0.0.1:{listener}");
-    let http = Http::new();
-    eventually(
-        "the proxy serving the primary",
-        Duration::from_secs(30),
-        || async {
-            match http.get(&authority, "/").await {
-                Ok(a) if a.status == 200 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    let target = deployments.get("podinfo").await.unwrap();
-    assert_eq!(
-        target.spec.unwrap().replicas,
-        Some(0),
-        "the target is scaled to zero"
-    );
+{analysis}"#,
+                class = class.name
+            ),
+        );
+        let proxy = ChildGuard(
+            Command::new(binary("serin-proxy"))
+                .args(["--kubernetes", "--gateway-class", &class.name])
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--admin",
+                    &format!("127.0.0.1:{admin}"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("starting serin-proxy"),
+        );
+        let controller = ChildGuard(
+            Command::new(binary("serin-controller"))
+                .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
+                .args(["--namespace", &ns.name])
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .expect("starting serin-controller"),
+        );
+        let canaries =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
+        eventually(
+            "the Canary Initialized",
+            Duration::from_secs(120),
+            || async {
+                match phase(&canaries).await? {
+                    (p, _) if p == "Initialized" => Ok(()),
+                    (p, c) => Err(format!("phase {p:?}: {:?}", c.data.get("status"))),
+                }
+            },
+        )
+        .await;
+        let authority = format!("127.0.0.1:{listener}");
+        let http = Http::new();
+        eventually(
+            "the proxy serving the primary",
+            Duration::from_secs(30),
+            || async {
+                match http.get(&authority, "/").await {
+                    Ok(a) if a.status == 200 => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+        let target = deployments.get("podinfo").await.unwrap();
+        assert_eq!(
+            target.spec.unwrap().replicas,
+            Some(0),
+            "the target is scaled to zero once the primary serves"
+        );
+        Setup {
+            ns,
+            canaries,
+            deployments,
+            authority,
+            _class: class,
+            _proxy: proxy,
+            _controller: controller,
+        }
+    }
 
-    let traffic = Traffic::start(authority.clone());
+    /// Waits for the Canary to reach phase `want`; fails when it ends otherwise.
+    async fn wait_for_phase(&self, want: &str) -> DynamicObject {
+        eventually(
+            &format!("the Canary {want}"),
+            Duration::from_secs(240),
+            || async {
+                match phase(&self.canaries).await? {
+                    (p, c) if p == want => Ok(c),
+                    (p, c) if p == "Failed" || p == "Succeeded" => {
+                        panic!("the release ended {p}: {:?}", c.data.get("status"))
+                    }
+                    (p, c) => Err(format!(
+                        "phase {p:?}, weight {:?}",
+                        c.data["status"]["canaryWeight"]
+                    )),
+                }
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressive_release_steps_and_promotes_without_a_failed_request() {
+    let setup = Setup::start("e2e-canary", ANALYSIS).await;
+    let ns = &setup.ns;
+    let traffic = Traffic::start(setup.authority.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     kubectl(&[
         "-n",
@@ -245,21 +301,7 @@ spec:
         "deployment/podinfo",
         "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
     ]);
-    eventually(
-        "the release to succeed",
-        Duration::from_secs(240),
-        || async {
-            match phase(&canaries).await? {
-                (p, _) if p == "Succeeded" => Ok(()),
-                (p, c) if p == "Failed" => panic!("the release failed: {:?}", c.data.get("status")),
-                (p, c) => Err(format!(
-                    "phase {p:?}, weight {:?}",
-                    c.data["status"]["canaryWeight"]
-                )),
-            }
-        },
-    )
-    .await;
+    setup.wait_for_phase("Succeeded").await;
     let (versions, failures) = traffic.finish().await;
     eprintln!(
         "answers by version during the release: {versions:?}; {} failed",
@@ -276,12 +318,19 @@ spec:
         "{versions:?}"
     );
 
-    let primary = deployments.get("podinfo-primary").await.unwrap();
+    let primary = setup.deployments.get("podinfo-primary").await.unwrap();
     let image = primary.spec.unwrap().template.spec.unwrap().containers[0]
         .image
         .clone()
         .unwrap();
     assert_eq!(image, "ghcr.io/stefanprodan/podinfo:6.0.1");
+    let target = setup.deployments.get("podinfo").await.unwrap();
+    assert_eq!(
+        target.spec.unwrap().replicas,
+        Some(0),
+        "the canary is scaled to zero"
+    );
+
     let events = events(&ns.name);
     eprintln!("events:\n{}", events.join("\n"));
     let canary = format!("podinfo.{}", ns.name);
@@ -312,4 +361,72 @@ spec:
         })
         .collect();
     assert_eq!(weights, [10, 20, 30, 40, 50], "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_release_halts_and_rolls_back() {
+    let setup = Setup::start("e2e-rollback", ANALYSIS).await;
+    let ns = &setup.ns;
+    let traffic = Traffic::start(setup.authority.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The bad release: the same image, answering 500 to one request in five.
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "set",
+        "env",
+        "deployment/podinfo",
+        "FAULT_ERROR_PERCENT=20",
+    ]);
+    let canary = setup.wait_for_phase("Failed").await;
+    let status = &canary.data["status"];
+    assert_eq!(status["canaryWeight"], 0);
+    let promoted = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Promoted"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(promoted["status"], "False", "{promoted}");
+    assert_eq!(promoted["reason"], "Failed", "{promoted}");
+    let (versions, failures) = traffic.finish().await;
+    eprintln!(
+        "answers during the release: {versions:?}; {} failed",
+        failures.len()
+    );
+    assert!(!failures.is_empty(), "the bad release did answer 500s");
+    // All traffic is back on the primary: nothing fails any more.
+    let http = Http::new();
+    for _ in 0..200 {
+        let answer = http.get(&setup.authority, "/").await.unwrap();
+        assert_eq!(
+            answer.status, 200,
+            "after the rollback only the primary answers"
+        );
+    }
+    let target = setup.deployments.get("podinfo").await.unwrap();
+    assert_eq!(
+        target.spec.unwrap().replicas,
+        Some(0),
+        "the canary is scaled to zero"
+    );
+
+    let events = events(&ns.name);
+    eprintln!("events:\n{}", events.join("\n"));
+    let name = format!("podinfo.{}", ns.name);
+    let halts = events
+        .iter()
+        .filter(|e| e.starts_with(&format!("Halt {name} advancement success rate")))
+        .count();
+    assert!(halts >= 2, "halts on the success rate: {events:?}");
+    let position = |m: &str| {
+        events
+            .iter()
+            .position(|e| e == m)
+            .unwrap_or_else(|| panic!("no event {m:?} in {events:?}"))
+    };
+    assert!(
+        position(&format!(
+            "Rolling back {name} failed checks threshold reached 3"
+        )) < position(&format!("Canary failed! Scaling down {name}"))
+    );
 }
