@@ -67,6 +67,11 @@ fn invalid_files_report_every_error_and_exit_1() {
                  unknown unit \"x\" (expected ns, us, ms, s, m or h)"
             ),
             format!("{file}: Canary prod/backend: ok"),
+            format!(
+                "{file}: Canary standalone/podinfo: spec.service.gatewayRefs: required: at least \
+                 one Gateway for the HTTPRoute to attach to (without one serin-proxy rejects the \
+                 route and answers 404)"
+            ),
         ]
     );
 }
