@@ -3,8 +3,10 @@
 //! and MetricTemplate manifests with the controller's own validation; `serin crds` prints the
 //! CRDs.
 //!
-//! Exit codes: 0 success, 1 invalid input (or a file that cannot be read or written),
-//! 64 usage error.
+//! Exit codes: 0 success, 1 invalid input (or a file that cannot be read or written, or, for
+//! `serin rollout`, an unreachable serin-proxy admin address or a release rolled back),
+//! 64 usage or configuration error (`serin rollout`: the Canary file, the routing directory or
+//! the target Backend; `serin demo`: its options).
 
 use std::{
     io::Write,
@@ -252,29 +254,65 @@ fn rollout(
 ) -> anyhow::Result<ExitCode> {
     use serin_controller::standalone::{Engine, now};
     use std::sync::Arc;
-    let text = std::fs::read_to_string(canary)
-        .with_context(|| format!("cannot read {}", canary.display()))?;
-    let canary_object =
-        manifest::load_canary(&text).with_context(|| canary.display().to_string())?;
+    // Everything the engine needs is checked before it starts: a release must not begin
+    // (traffic shifted, then rolled back for want of metrics) on a configuration that cannot
+    // work.
+    let config_error = |message: String| {
+        eprintln!("serin rollout: {message}");
+        Ok(ExitCode::from(EXIT_USAGE))
+    };
+    let shown = canary.display();
+    let text = match std::fs::read_to_string(canary) {
+        Ok(text) => text,
+        Err(e) => return config_error(format!("--canary {shown}: cannot read: {e}")),
+    };
+    let canary_object = match manifest::load_canary(&text) {
+        Ok(object) => object,
+        Err(e) => return config_error(format!("--canary {shown}: {e}")),
+    };
+    if !routes.is_dir() {
+        return config_error(format!(
+            "--routes {}: not found or not a directory",
+            routes.display()
+        ));
+    }
     let name = canary_object.metadata.name.clone().unwrap_or_default();
     let state = routes.join(".serin").join(format!("{name}.json"));
     let runtime = runtime()?;
     runtime.block_on(async move {
-        let provider = Arc::new(serin_controller::provider::builtin::BuiltinProvider::new(
-            &proxy_admin,
-        )?);
+        let provider = match serin_controller::provider::builtin::BuiltinProvider::new(&proxy_admin)
+        {
+            Ok(provider) => Arc::new(provider),
+            Err(e) => return config_error(format!("--proxy-admin: {e}")),
+        };
+        let mut engine = match Engine::new(
+            canary_object,
+            routes,
+            state,
+            provider.clone(),
+            Arc::new(serin_controller::webhook_client::HttpWebhookClient::new()),
+        ) {
+            Ok(engine) => engine,
+            Err(e) => return config_error(format!("--canary {shown}: {e}")),
+        };
+        if let Err(e) = engine.check_target() {
+            return config_error(format!("--routes: {e}"));
+        }
+        // The first scrape proves the admin addresses answer, and starts the history every
+        // metric window is measured from.
+        if let Err(e) = provider.scrape().await {
+            eprintln!(
+                "serin rollout: --proxy-admin: cannot read serin-proxy metrics: {:#}; is \
+                 serin-proxy running with that admin address?",
+                anyhow::Error::from(e)
+            );
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
         tokio::spawn(
             provider
                 .clone()
                 .scrape_every(std::time::Duration::from_secs(1)),
         );
-        let mut engine = Engine::new(
-            canary_object,
-            routes,
-            state,
-            provider,
-            Arc::new(serin_controller::webhook_client::HttpWebhookClient::new()),
-        )?;
         let mut releasing = false;
         loop {
             let report = match engine.step(now()).await {
