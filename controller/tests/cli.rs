@@ -256,3 +256,46 @@ fn rollout_with_an_unreadable_canary_exits_64() {
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(stderr_text(&output).contains("--canary"), "{output:?}");
 }
+
+#[test]
+fn demo_refuses_a_rate_below_1() {
+    let output = serin(&["demo", "--rate", "0"]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(stderr_text(&output).contains("--rate"), "{output:?}");
+}
+
+#[test]
+fn demo_checks_its_output_directory_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["demo", "--out"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(
+        stderr_text(&output).contains(&format!("--out {}: not found", missing.display())),
+        "{output:?}"
+    );
+    // Refused at once, not after a whole release.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "{output:?}"
+    );
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["demo", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(
+        stderr_text(&output).contains("not a directory"),
+        "{output:?}"
+    );
+}

@@ -50,11 +50,12 @@ enum Command {
         /// How the new version behaves.
         #[arg(long, value_enum, default_value = "healthy")]
         scenario: serin_controller::demo::Scenario,
-        /// Directory for rollout.svg.
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        out: PathBuf,
-        /// Requests per second sent through the proxy.
-        #[arg(long, default_value_t = 200)]
+        /// Existing, writable directory for rollout.svg [default: serin-demo in the system's
+        /// temporary directory, created if missing].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Requests per second sent through the proxy (at least 1).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
         rate: u32,
     },
     /// Drive a release in standalone mode (no Kubernetes).
@@ -218,16 +219,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn demo(
     scenario: serin_controller::demo::Scenario,
-    out: PathBuf,
+    out: Option<PathBuf>,
     rate: u32,
 ) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
+    let out = match out {
+        Some(out) => out,
+        None => serin_controller::demo::default_out()?,
+    };
     let options = serin_controller::demo::DemoOptions {
         scenario,
         out,
         rate,
         live: std::io::stdout().is_terminal(),
     };
+    if let Err(e) = serin_controller::demo::check_options(&options) {
+        eprintln!("serin demo: {e}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let outcome = runtime()?.block_on(serin_controller::demo::run(&options, |line| {
         println!("{line}")
     }))?;
