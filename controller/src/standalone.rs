@@ -237,6 +237,9 @@ impl Engine {
                 target: self.target(),
                 service: &service,
                 template,
+                // The release's start or its last weight change: earlier requests belong to
+                // another release or weight.
+                since: self.status.last_transition_time,
             };
             out.insert(check.name.clone(), self.provider.measure(query).await);
         }

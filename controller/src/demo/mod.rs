@@ -205,7 +205,10 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
         routes.display()
     ));
 
-    let provider = Arc::new(BuiltinProvider::new([proxy.admin_addr.to_string()])?);
+    let provider = Arc::new(
+        BuiltinProvider::new([proxy.admin_addr.to_string()])?
+            .with_min_window(Duration::from_millis(500)),
+    );
     let scraper = tokio::spawn(provider.clone().scrape_every(Duration::from_millis(500)));
     let load = load::start(port, options.rate);
     report(&format!(
