@@ -45,7 +45,8 @@ enum Command {
     /// 500 ms for 3 checks. Prints the events as they happen and writes a timeline chart.
     ///
     /// Exit status 0 when the release ends as the scenario should (healthy: promoted;
-    /// errors, latency: rolled back), 1 otherwise.
+    /// errors, latency: rolled back), 1 otherwise, 64 for invalid options (checked before
+    /// anything starts).
     Demo {
         /// How the new version behaves.
         #[arg(long, value_enum, default_value = "healthy")]
@@ -66,6 +67,9 @@ enum Command {
     /// `serin-proxy --config DIR` serves. Point the target Backend at new addresses to start a
     /// release; promotion copies them into `<target>-primary`. The status is kept in
     /// DIR/.serin/<canary>.json so a restarted engine resumes where it was.
+    ///
+    /// Checked before anything is written: exit status 64 when the Canary file, DIR or the
+    /// target Backend is missing or invalid, 1 when a --proxy-admin address does not answer.
     Rollout {
         /// The Canary manifest.
         #[arg(long, value_name = "FILE")]
