@@ -299,3 +299,52 @@ fn demo_checks_its_output_directory_before_starting() {
         "{output:?}"
     );
 }
+
+/// An admin address answering every request with an empty metrics page, until the process
+/// exits.
+fn empty_metrics_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn rollout_when_done_gives_up_once_its_target_is_gone_for_good() {
+    let dir = rollout_dir(true);
+    let routes = dir.path().join("routes");
+    let admin = empty_metrics_server();
+    let remover = {
+        let routes = routes.clone();
+        std::thread::spawn(move || {
+            // Once bootstrapped, the operator's Backend disappears.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while !routes.join("podinfo-primary.yaml").exists() {
+                assert!(std::time::Instant::now() < deadline, "never bootstrapped");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::fs::remove_file(routes.join("podinfo.yaml")).unwrap();
+        })
+    };
+    let output = rollout(dir.path(), &routes, &admin);
+    remover.join().unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = stderr_text(&output);
+    assert!(
+        stderr.contains("Backend test/podinfo (spec.targetRef) not found in"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("giving up after 3 failed steps"),
+        "{stderr}"
+    );
+}

@@ -25,6 +25,9 @@ use serin_controller::{
 const EXIT_INVALID: u8 = 1;
 /// Exit code for usage errors (BSD `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
+/// `serin rollout --exit-when-done` exits after this many failed steps in a row (a target
+/// Backend or routing directory gone while it runs).
+const STEP_FAILURES_BEFORE_EXIT: u32 = 3;
 
 /// Serin: sidecar-free canary delivery.
 #[derive(Debug, Parser)]
@@ -327,11 +330,24 @@ fn rollout(
                 .scrape_every(std::time::Duration::from_secs(1)),
         );
         let mut releasing = false;
+        let mut failures = 0;
         loop {
             let report = match engine.step(now()).await {
-                Ok(report) => report,
+                Ok(report) => {
+                    failures = 0;
+                    report
+                }
                 Err(e) => {
-                    eprintln!("serin: {e}");
+                    eprintln!("serin rollout: {e}");
+                    // A long-running engine waits for the operator to fix the directory; one
+                    // that is to exit when done gives up once the problem persists.
+                    failures += 1;
+                    if exit_when_done && failures >= STEP_FAILURES_BEFORE_EXIT {
+                        eprintln!(
+                            "serin rollout: giving up after {failures} failed steps in a row"
+                        );
+                        return Ok(ExitCode::from(EXIT_USAGE));
+                    }
                     tokio::time::sleep(engine.settings().interval).await;
                     continue;
                 }

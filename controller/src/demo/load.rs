@@ -41,7 +41,7 @@ pub(crate) struct Load {
 }
 
 /// Requests in flight at most.
-const MAX_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
 
 /// Starts sending `rate` GET requests per second to the proxy's listener on `port`.
 pub(crate) fn start(port: u16, rate: u32) -> Load {

@@ -308,9 +308,12 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
     ));
     if served.dropped > 0 {
         report(&format!(
-            "load: {} requests not sent: the load generator could not keep {} requests/s in \
-             flight on this machine (its own limit, not a proxy failure); try a lower --rate",
-            served.dropped, options.rate
+            "load: {} requests not sent: the load generator could not keep up with {} \
+             requests/s (at most {} in flight); that is its own limit on this machine, not a \
+             proxy failure; try a lower --rate",
+            served.dropped,
+            options.rate,
+            load::MAX_IN_FLIGHT
         ));
     }
     scraper.abort();
