@@ -58,6 +58,11 @@ pub struct MetricQuery<'a> {
     pub service: &'a str,
     /// The referenced template, for [`MetricKind::Template`].
     pub template: Option<&'a MetricTemplateSpec>,
+    /// When the canary's traffic last changed (the release started, or the weight moved):
+    /// requests before it belong to another release or weight and must not be measured. The
+    /// engine passes `status.lastTransitionTime`; the built-in provider starts its window at
+    /// the later of this and `now - interval`. `None`: the interval alone.
+    pub since: Option<crate::timestamp::Timestamp>,
 }
 
 impl MetricQuery<'_> {

@@ -193,7 +193,7 @@ metadata:
   namespace: test
 spec:
   targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
-  service: {port: 9898}
+  service: {port: 9898, gatewayRefs: [{name: public}]}
   analysis: {interval: 1m, threshold: 5, maxWeight: 50, stepWeight: 10}
 "#;
 

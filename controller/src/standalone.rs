@@ -129,6 +129,27 @@ impl Engine {
         &self.settings.target
     }
 
+    /// Checks what the engine cannot run without, before its first step: the routing
+    /// directory exists and holds the target Backend. The error names the directory or the
+    /// Backend (`spec.targetRef`).
+    pub fn check_target(&self) -> Result<()> {
+        if !self.routes.is_dir() {
+            return Err(Error::Standalone(format!(
+                "routing directory {}: not found or not a directory",
+                self.routes.display()
+            )));
+        }
+        match self.read_backend(self.target())? {
+            Some(_) => Ok(()),
+            None => Err(Error::Standalone(format!(
+                "Backend {}/{} (spec.targetRef) not found in {}",
+                self.namespace(),
+                self.target(),
+                self.routes.display()
+            ))),
+        }
+    }
+
     /// Runs one step at `now`: observe, ask the stage machine (running the webhooks and metrics
     /// it asks for), apply its actions to the routing directory, save the status.
     pub async fn step(&mut self, now: Timestamp) -> Result<StepReport> {
@@ -216,6 +237,9 @@ impl Engine {
                 target: self.target(),
                 service: &service,
                 template,
+                // The release's start or its last weight change: earlier requests belong to
+                // another release or weight.
+                since: self.status.last_transition_time,
             };
             out.insert(check.name.clone(), self.provider.measure(query).await);
         }

@@ -321,7 +321,7 @@ pub fn validate(spec: &CanarySpec) -> Result<Settings, ValidationErrors> {
     match &spec.service {
         None if !knative => errors.push("spec.service", "required"),
         None => {}
-        Some(service) => validate_service(service, &mut errors),
+        Some(service) => validate_service(service, !knative, &mut errors),
     }
 
     let progress_deadline = match spec.progress_deadline_seconds {
@@ -429,7 +429,10 @@ struct AnalysisSettings {
     webhooks: Vec<Webhook>,
 }
 
-fn validate_service(service: &ServiceSpec, errors: &mut ValidationErrors) {
+/// `gateway_routed`: the Canary is routed by an HTTPRoute (every provider but knative), which
+/// serin-proxy serves only when it names a parent Gateway: without one the route is rejected
+/// and every request answers 404.
+fn validate_service(service: &ServiceSpec, gateway_routed: bool, errors: &mut ValidationErrors) {
     match service.port {
         None => errors.push("spec.service.port", "required"),
         Some(port) => check_port("spec.service.port", port, errors),
@@ -440,6 +443,13 @@ fn validate_service(service: &ServiceSpec, errors: &mut ValidationErrors) {
             errors.push("spec.service.targetPort", "must not be empty");
         }
         _ => {}
+    }
+    if gateway_routed && service.gateway_refs.is_empty() {
+        errors.push(
+            "spec.service.gatewayRefs",
+            "required: at least one Gateway for the HTTPRoute to attach to \
+             (without one serin-proxy rejects the route and answers 404)",
+        );
     }
     for (i, gateway) in service.gateway_refs.iter().enumerate() {
         let path = format!("spec.service.gatewayRefs[{i}]");

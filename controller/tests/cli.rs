@@ -67,6 +67,11 @@ fn invalid_files_report_every_error_and_exit_1() {
                  unknown unit \"x\" (expected ns, us, ms, s, m or h)"
             ),
             format!("{file}: Canary prod/backend: ok"),
+            format!(
+                "{file}: Canary standalone/podinfo: spec.service.gatewayRefs: required: at least \
+                 one Gateway for the HTTPRoute to attach to (without one serin-proxy rejects the \
+                 route and answers 404)"
+            ),
         ]
     );
 }
@@ -135,4 +140,211 @@ fn crds_writes_the_committed_files() {
         assert_eq!(parse(&written), parse(&committed), "{name}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A standalone Canary for `serin rollout`, targeting Backend `test/podinfo`.
+const STANDALONE_CANARY: &str = "apiVersion: serin.dev/v1alpha1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  targetRef: {apiVersion: serin.dev/v1alpha1, kind: Backend, name: podinfo}
+  service:
+    port: 80
+    gatewayRefs: [{name: public, namespace: test}]
+  analysis:
+    interval: 1s
+    threshold: 2
+    maxWeight: 40
+    stepWeight: 20
+";
+
+/// A directory with the Canary file in it, and a routing directory `routes` under it.
+fn rollout_dir(target_backend: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("canary.yaml"), STANDALONE_CANARY).unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    if target_backend {
+        std::fs::write(
+            dir.path().join("routes/podinfo.yaml"),
+            "apiVersion: serin.dev/v1alpha1\nkind: Backend\nmetadata: {name: podinfo, namespace: test}\nspec:\n  endpoints: [{host: 127.0.0.1, port: 9}]\n",
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// `serin rollout --exit-when-done` on `dir`'s Canary, with `routes` and `admin`; a run that
+/// has not ended after 20 s is a failure (it was meant to stop at start-up).
+fn rollout(dir: &Path, routes: &Path, admin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["rollout", "--exit-when-done", "--canary"])
+        .arg(dir.join("canary.yaml"))
+        .arg("--routes")
+        .arg(routes)
+        .args(["--proxy-admin", admin])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("serin rollout did not stop at start-up: {output:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// An admin address nothing listens on.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    address
+}
+
+fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn rollout_without_its_routing_directory_exits_64_naming_it() {
+    let dir = rollout_dir(false);
+    let missing = dir.path().join("no-such-dir");
+    let output = rollout(dir.path(), &missing, &closed_port());
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = stderr_text(&output);
+    assert!(
+        stderr.contains(&format!("--routes {}: not found", missing.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rollout_without_its_target_backend_exits_64_naming_it() {
+    let dir = rollout_dir(false);
+    let output = rollout(dir.path(), &dir.path().join("routes"), &closed_port());
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = stderr_text(&output);
+    assert!(
+        stderr.contains("Backend test/podinfo (spec.targetRef) not found in"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rollout_with_an_unreachable_proxy_admin_exits_1_naming_it() {
+    let dir = rollout_dir(true);
+    let admin = closed_port();
+    let output = rollout(dir.path(), &dir.path().join("routes"), &admin);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = stderr_text(&output);
+    assert!(stderr.contains("--proxy-admin"), "{stderr}");
+    assert!(stderr.contains(&admin), "{stderr}");
+    // Nothing was written: the release never started.
+    assert!(!dir.path().join("routes/podinfo-route.yaml").exists());
+}
+
+#[test]
+fn rollout_with_an_unreadable_canary_exits_64() {
+    let dir = rollout_dir(true);
+    std::fs::write(dir.path().join("canary.yaml"), "kind: Canary\nspec: [\n").unwrap();
+    let output = rollout(dir.path(), &dir.path().join("routes"), &closed_port());
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(stderr_text(&output).contains("--canary"), "{output:?}");
+}
+
+#[test]
+fn demo_refuses_a_rate_below_1() {
+    let output = serin(&["demo", "--rate", "0"]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(stderr_text(&output).contains("--rate"), "{output:?}");
+}
+
+#[test]
+fn demo_checks_its_output_directory_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["demo", "--out"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(
+        stderr_text(&output).contains(&format!("--out {}: not found", missing.display())),
+        "{output:?}"
+    );
+    // Refused at once, not after a whole release.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "{output:?}"
+    );
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["demo", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(
+        stderr_text(&output).contains("not a directory"),
+        "{output:?}"
+    );
+}
+
+/// An admin address answering every request with an empty metrics page, until the process
+/// exits.
+fn empty_metrics_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn rollout_when_done_gives_up_once_its_target_is_gone_for_good() {
+    let dir = rollout_dir(true);
+    let routes = dir.path().join("routes");
+    let admin = empty_metrics_server();
+    let remover = {
+        let routes = routes.clone();
+        std::thread::spawn(move || {
+            // Once bootstrapped, the operator's Backend disappears.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while !routes.join("podinfo-primary.yaml").exists() {
+                assert!(std::time::Instant::now() < deadline, "never bootstrapped");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::fs::remove_file(routes.join("podinfo.yaml")).unwrap();
+        })
+    };
+    let output = rollout(dir.path(), &routes, &admin);
+    remover.join().unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = stderr_text(&output);
+    assert!(
+        stderr.contains("Backend test/podinfo (spec.targetRef) not found in"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("giving up after 3 failed steps"),
+        "{stderr}"
+    );
 }

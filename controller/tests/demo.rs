@@ -104,3 +104,28 @@ fn errors_roll_back_after_three_failed_checks() {
 fn latency_rolls_back_after_three_failed_checks() {
     assert_rolled_back("latency", "Halt podinfo.demo advancement request duration ");
 }
+
+#[test]
+fn without_out_the_chart_goes_to_the_temporary_directory_never_the_working_one() {
+    let (cwd, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let output = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["demo", "--scenario", "healthy"])
+        .current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let chart = tmp.path().join("serin-demo/rollout.svg");
+    assert_chart(&chart);
+    assert!(
+        log.contains(&format!("chart written to {}", chart.display())),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing left in the working directory"
+    );
+}

@@ -126,6 +126,7 @@ spec:
     name: podinfo
   service:
     port: 9898
+    gatewayRefs: [{name: public}]
   analysis:
     interval: 1m
     threshold: 5
@@ -430,8 +431,18 @@ fn each_rule_reports_its_field_path() {
         ),
         (
             "missing service",
-            BASE.replace("  service:\n    port: 9898\n", "") + "    stepWeight: 10\n",
+            BASE.replace(
+                "  service:\n    port: 9898\n    gatewayRefs: [{name: public}]\n",
+                "",
+            ) + "    stepWeight: 10\n",
             &["spec.service: required"],
+        ),
+        (
+            "missing gatewayRefs",
+            BASE.replace("    gatewayRefs: [{name: public}]\n", "") + "    stepWeight: 10\n",
+            &[
+                "spec.service.gatewayRefs: required: at least one Gateway for the HTTPRoute to attach to (without one serin-proxy rejects the route and answers 404)",
+            ],
         ),
         (
             "service port out of range",

@@ -181,7 +181,7 @@ metadata: {{name: podinfo, namespace: test}}
 spec:
   targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
   progressDeadlineSeconds: {}
-  service: {{port: 9898}}
+  service: {{port: 9898, gatewayRefs: [{{name: public}}]}}
   analysis:
 {analysis}"#,
             self.deadline_secs

@@ -275,3 +275,57 @@ async fn the_canary_backend_name_is_what_the_proxy_exports() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_window_starts_no_earlier_than_the_release() {
+    let primary = Backend::start(0, Duration::ZERO).await;
+    let canary = Backend::start(2, Duration::ZERO).await;
+    let proxy = Proxy::start((&primary, 0), (&canary, 100)).await;
+    let provider = provider(&[proxy.admin()]).with_min_window(Duration::from_millis(100));
+    // The previous release: half of its requests failed, and were scraped.
+    provider
+        .scrape()
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    proxy.send(20, 4).await;
+    provider
+        .scrape()
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    // The next release starts (status.lastTransitionTime has second precision), healthy.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = serin_controller::standalone::now();
+    provider
+        .scrape()
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    canary.fail_every.store(0, Ordering::SeqCst);
+    proxy.send(20, 4).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // The metric's interval (a minute) reaches back into the previous release; `since` cuts
+    // it at the release's start.
+    let success = check(MetricKind::RequestSuccessRate);
+    let mut released = query(&success);
+    released.since = Some(since);
+    assert_eq!(value(provider.measure(released).await), 100.0);
+    // Without it, the previous release's failures would count.
+    assert_eq!(value(provider.measure(query(&success)).await), 75.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_first_measurement_waits_for_its_second_scrape() {
+    let primary = Backend::start(0, Duration::ZERO).await;
+    let canary = Backend::start(5, Duration::ZERO).await;
+    let proxy = Proxy::start((&primary, 0), (&canary, 100)).await;
+    // A freshly started engine: no scrape history, traffic flowing.
+    let provider = provider(&[proxy.admin()]).with_min_window(Duration::from_millis(600));
+    let success = check(MetricKind::RequestSuccessRate);
+    let (rate, _) = tokio::join!(provider.measure(query(&success)), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.send(20, 5).await
+    });
+    assert_eq!(value(rate), 80.0);
+    proxy.shutdown().await;
+}

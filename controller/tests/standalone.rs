@@ -58,6 +58,17 @@ impl MetricProvider for Scripted {
     }
 }
 
+/// Answers 100% and records each query's `since`.
+#[derive(Default)]
+struct SinceRecorder(Mutex<Vec<Option<Timestamp>>>);
+
+impl MetricProvider for SinceRecorder {
+    fn measure<'a>(&'a self, query: MetricQuery<'a>) -> BoxFuture<'a, MetricValue> {
+        self.0.lock().unwrap().push(query.since);
+        Box::pin(async { MetricValue::Value(100.0) })
+    }
+}
+
 struct NoHooks;
 
 impl WebhookClient for NoHooks {
@@ -318,4 +329,40 @@ async fn a_missing_target_is_reported_by_name() {
         err.contains("Backend test/podinfo (spec.targetRef) not found"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn metrics_are_measured_from_the_last_traffic_change() {
+    let w = world().await;
+    let recorder = Arc::new(SinceRecorder::default());
+    let mut engine = Engine::new(
+        load_canary(CANARY).unwrap(),
+        w.dir.path().to_owned(),
+        w.dir.path().join(".state/podinfo.json"),
+        recorder.clone(),
+        Arc::new(NoHooks),
+    )
+    .unwrap();
+    let mut now = Timestamp::from_unix_seconds(1_700_000_000);
+    for _ in 0..2 {
+        now = now.saturating_add(Duration::from_secs(1));
+        engine.step(now).await.unwrap();
+    }
+    write(w.dir.path(), "podinfo.yaml", &backend("podinfo", w.v2));
+    let mut measured = 0;
+    for _ in 0..8 {
+        // The status the step starts from says when the traffic last changed.
+        let changed = engine.status().last_transition_time;
+        now = now.saturating_add(Duration::from_secs(1));
+        engine.step(now).await.unwrap();
+        let since: Vec<_> = recorder.0.lock().unwrap().drain(..).collect();
+        measured += since.len();
+        assert!(
+            since.iter().all(|s| *s == changed),
+            "{since:?} != {changed:?}"
+        );
+        assert!(changed.is_some());
+    }
+    assert!(measured >= 2, "the release was analysed");
+    w.proxy.shutdown().await;
 }

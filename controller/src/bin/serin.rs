@@ -3,8 +3,10 @@
 //! and MetricTemplate manifests with the controller's own validation; `serin crds` prints the
 //! CRDs.
 //!
-//! Exit codes: 0 success, 1 invalid input (or a file that cannot be read or written),
-//! 64 usage error.
+//! Exit codes: 0 success, 1 invalid input (or a file that cannot be read or written, or, for
+//! `serin rollout`, an unreachable serin-proxy admin address or a release rolled back),
+//! 64 usage or configuration error (`serin rollout`: the Canary file, the routing directory or
+//! the target Backend; `serin demo`: its options).
 
 use std::{
     io::Write,
@@ -23,6 +25,9 @@ use serin_controller::{
 const EXIT_INVALID: u8 = 1;
 /// Exit code for usage errors (BSD `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
+/// `serin rollout --exit-when-done` exits after this many failed steps in a row (a target
+/// Backend or routing directory gone while it runs).
+const STEP_FAILURES_BEFORE_EXIT: u32 = 3;
 
 /// Serin: sidecar-free canary delivery.
 #[derive(Debug, Parser)]
@@ -43,16 +48,18 @@ enum Command {
     /// 500 ms for 3 checks. Prints the events as they happen and writes a timeline chart.
     ///
     /// Exit status 0 when the release ends as the scenario should (healthy: promoted;
-    /// errors, latency: rolled back), 1 otherwise.
+    /// errors, latency: rolled back), 1 otherwise, 64 for invalid options (checked before
+    /// anything starts).
     Demo {
         /// How the new version behaves.
         #[arg(long, value_enum, default_value = "healthy")]
         scenario: serin_controller::demo::Scenario,
-        /// Directory for rollout.svg.
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        out: PathBuf,
-        /// Requests per second sent through the proxy.
-        #[arg(long, default_value_t = 200)]
+        /// Existing, writable directory for rollout.svg [default: serin-demo in the system's
+        /// temporary directory, created if missing].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Requests per second sent through the proxy (at least 1).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
         rate: u32,
     },
     /// Drive a release in standalone mode (no Kubernetes).
@@ -63,6 +70,9 @@ enum Command {
     /// `serin-proxy --config DIR` serves. Point the target Backend at new addresses to start a
     /// release; promotion copies them into `<target>-primary`. The status is kept in
     /// DIR/.serin/<canary>.json so a restarted engine resumes where it was.
+    ///
+    /// Checked before anything is written: exit status 64 when the Canary file, DIR or the
+    /// target Backend is missing or invalid, 1 when a --proxy-admin address does not answer.
     Rollout {
         /// The Canary manifest.
         #[arg(long, value_name = "FILE")]
@@ -216,16 +226,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn demo(
     scenario: serin_controller::demo::Scenario,
-    out: PathBuf,
+    out: Option<PathBuf>,
     rate: u32,
 ) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
+    let out = match out {
+        Some(out) => out,
+        None => serin_controller::demo::default_out()?,
+    };
     let options = serin_controller::demo::DemoOptions {
         scenario,
         out,
         rate,
         live: std::io::stdout().is_terminal(),
     };
+    if let Err(e) = serin_controller::demo::check_options(&options) {
+        eprintln!("serin demo: {e}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let outcome = runtime()?.block_on(serin_controller::demo::run(&options, |line| {
         println!("{line}")
     }))?;
@@ -252,35 +270,84 @@ fn rollout(
 ) -> anyhow::Result<ExitCode> {
     use serin_controller::standalone::{Engine, now};
     use std::sync::Arc;
-    let text = std::fs::read_to_string(canary)
-        .with_context(|| format!("cannot read {}", canary.display()))?;
-    let canary_object =
-        manifest::load_canary(&text).with_context(|| canary.display().to_string())?;
+    // Everything the engine needs is checked before it starts: a release must not begin
+    // (traffic shifted, then rolled back for want of metrics) on a configuration that cannot
+    // work.
+    let config_error = |message: String| {
+        eprintln!("serin rollout: {message}");
+        Ok(ExitCode::from(EXIT_USAGE))
+    };
+    let shown = canary.display();
+    let text = match std::fs::read_to_string(canary) {
+        Ok(text) => text,
+        Err(e) => return config_error(format!("--canary {shown}: cannot read: {e}")),
+    };
+    let canary_object = match manifest::load_canary(&text) {
+        Ok(object) => object,
+        Err(e) => return config_error(format!("--canary {shown}: {e}")),
+    };
+    if !routes.is_dir() {
+        return config_error(format!(
+            "--routes {}: not found or not a directory",
+            routes.display()
+        ));
+    }
     let name = canary_object.metadata.name.clone().unwrap_or_default();
     let state = routes.join(".serin").join(format!("{name}.json"));
     let runtime = runtime()?;
     runtime.block_on(async move {
-        let provider = Arc::new(serin_controller::provider::builtin::BuiltinProvider::new(
-            &proxy_admin,
-        )?);
+        let provider = match serin_controller::provider::builtin::BuiltinProvider::new(&proxy_admin)
+        {
+            Ok(provider) => Arc::new(provider),
+            Err(e) => return config_error(format!("--proxy-admin: {e}")),
+        };
+        let mut engine = match Engine::new(
+            canary_object,
+            routes,
+            state,
+            provider.clone(),
+            Arc::new(serin_controller::webhook_client::HttpWebhookClient::new()),
+        ) {
+            Ok(engine) => engine,
+            Err(e) => return config_error(format!("--canary {shown}: {e}")),
+        };
+        if let Err(e) = engine.check_target() {
+            return config_error(format!("--routes: {e}"));
+        }
+        // The first scrape proves the admin addresses answer, and starts the history every
+        // metric window is measured from.
+        if let Err(e) = provider.scrape().await {
+            eprintln!(
+                "serin rollout: --proxy-admin: cannot read serin-proxy metrics: {:#}; is \
+                 serin-proxy running with that admin address?",
+                anyhow::Error::from(e)
+            );
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
         tokio::spawn(
             provider
                 .clone()
                 .scrape_every(std::time::Duration::from_secs(1)),
         );
-        let mut engine = Engine::new(
-            canary_object,
-            routes,
-            state,
-            provider,
-            Arc::new(serin_controller::webhook_client::HttpWebhookClient::new()),
-        )?;
         let mut releasing = false;
+        let mut failures = 0;
         loop {
             let report = match engine.step(now()).await {
-                Ok(report) => report,
+                Ok(report) => {
+                    failures = 0;
+                    report
+                }
                 Err(e) => {
-                    eprintln!("serin: {e}");
+                    eprintln!("serin rollout: {e}");
+                    // A long-running engine waits for the operator to fix the directory; one
+                    // that is to exit when done gives up once the problem persists.
+                    failures += 1;
+                    if exit_when_done && failures >= STEP_FAILURES_BEFORE_EXIT {
+                        eprintln!(
+                            "serin rollout: giving up after {failures} failed steps in a row"
+                        );
+                        return Ok(ExitCode::from(EXIT_USAGE));
+                    }
                     tokio::time::sleep(engine.settings().interval).await;
                     continue;
                 }

@@ -132,8 +132,41 @@ spec:
         cmd: "curl -s http://podinfo-canary.demo/"
 "#;
 
-/// Runs the demo; `report` receives each line to print.
+/// Checks the options before anything starts: a rate of at least 1 request per second, and an
+/// output directory that exists and accepts files.
+pub fn check_options(options: &DemoOptions) -> Result<()> {
+    if options.rate < 1 {
+        return Err(Error::Standalone(format!(
+            "--rate {}: must be at least 1 request per second",
+            options.rate
+        )));
+    }
+    let out = options.out.display();
+    if !options.out.is_dir() {
+        return Err(Error::Standalone(format!(
+            "--out {out}: not found or not a directory"
+        )));
+    }
+    tempfile::Builder::new()
+        .prefix(".serin-demo-")
+        .tempfile_in(&options.out)
+        .map_err(|e| Error::Standalone(format!("--out {out}: cannot write there: {e}")))?;
+    Ok(())
+}
+
+/// Where `rollout.svg` goes when no `--out` is given: `serin-demo` in the system's temporary
+/// directory (created), so a run never leaves files in the working directory.
+pub fn default_out() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("serin-demo");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Standalone(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Runs the demo; `report` receives each line to print. Fails at once, before starting
+/// anything, on the problems [`check_options`] finds.
 pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<DemoOutcome> {
+    check_options(options)?;
     let started = Instant::now();
     let io = |what: &str, e: std::io::Error| Error::Standalone(format!("{what}: {e}"));
     let work = tempfile::Builder::new()
@@ -172,7 +205,10 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
         routes.display()
     ));
 
-    let provider = Arc::new(BuiltinProvider::new([proxy.admin_addr.to_string()])?);
+    let provider = Arc::new(
+        BuiltinProvider::new([proxy.admin_addr.to_string()])?
+            .with_min_window(Duration::from_millis(500)),
+    );
     let scraper = tokio::spawn(provider.clone().scrape_every(Duration::from_millis(500)));
     let load = load::start(port, options.rate);
     report(&format!(
@@ -267,9 +303,19 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
     outcome.elapsed = started.elapsed();
     let served = load.stop().await;
     report(&format!(
-        "load: {} requests sent, {} answered 5xx, {} failed to connect",
+        "load: {} requests sent, {} answered 5xx, {} failed (no response)",
         served.sent, served.server_errors, served.failed
     ));
+    if served.dropped > 0 {
+        report(&format!(
+            "load: {} requests not sent: the load generator could not keep up with {} \
+             requests/s (at most {} in flight); that is its own limit on this machine, not a \
+             proxy failure; try a lower --rate",
+            served.dropped,
+            options.rate,
+            load::MAX_IN_FLIGHT
+        ));
+    }
     scraper.abort();
     proxy.shutdown().await;
 

@@ -26,6 +26,16 @@
 //! background (or call [`BuiltinProvider::scrape`] when a release starts) so the first
 //! measurement has something to compare with.
 //!
+//! A window never starts before [`MetricQuery::since`] (the release's start or its last
+//! weight change, from the Canary's status): the start is the later of `now - interval` and
+//! `since`, so counts of a previous release, or of the previous weight, are never measured
+//! again. Scrapes younger than the minimum window ([`BuiltinProvider::with_min_window`], at
+//! most the interval) are not used as a start either. Through [`MetricProvider::measure`],
+//! when no stored scrape can start the window (the engine has just started, or no scrape was
+//! taken since the last change), the scrape just made is kept as the start and the
+//! measurement is made again once the minimum window has passed, instead of failing the
+//! check.
+//!
 //! A series that went down between the two scrapes belongs to a restarted proxy: its
 //! current value is taken as the increase (as Prometheus' `rate` does), never a negative
 //! difference. A series that did not exist in the earlier scrape counts from zero (the
@@ -42,7 +52,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -57,6 +67,7 @@ use super::{
 use crate::{
     analysis::{BoxFuture, MetricProvider, MetricQuery, MetricValue},
     error::{Error, Result},
+    timestamp::Timestamp,
     validation::MetricKind,
 };
 
@@ -67,6 +78,7 @@ pub const DURATION_BUCKET: &str = "serin_http_request_duration_seconds_bucket";
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+const DEFAULT_MIN_WINDOW: Duration = Duration::from_secs(1);
 /// Safety net on memory whatever the scrape rate: the oldest scrapes go first.
 const MAX_SNAPSHOTS: usize = 4096;
 const MAX_SCRAPE_BYTES: usize = 32 << 20;
@@ -88,6 +100,7 @@ pub struct BuiltinProvider {
     fetcher: Fetcher,
     timeout: Duration,
     retention: Duration,
+    min_window: Duration,
 }
 
 /// One replica's admin endpoint and its scrape history.
@@ -123,6 +136,13 @@ struct Window {
     errors: f64,
     /// Cumulative bucket increases `(le, count)`, sorted by `le`.
     buckets: Vec<(f64, f64)>,
+}
+
+/// One measurement, or none because no stored scrape can start its window.
+#[derive(Debug)]
+enum Measured {
+    Value(MetricValue),
+    NoBaseline,
 }
 
 /// The built-in metrics.
@@ -166,6 +186,7 @@ impl BuiltinProvider {
             fetcher: Fetcher::unpooled(),
             timeout: DEFAULT_TIMEOUT,
             retention: DEFAULT_RETENTION,
+            min_window: DEFAULT_MIN_WINDOW,
         })
     }
 
@@ -181,6 +202,15 @@ impl BuiltinProvider {
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> BuiltinProvider {
         self.retention = retention;
+        self
+    }
+
+    /// Sets the shortest window measured (default 1s, capped by each metric's interval): a
+    /// scrape younger than this is not used as a window's start. Set it to about the
+    /// background scrape period.
+    #[must_use]
+    pub fn with_min_window(mut self, min_window: Duration) -> BuiltinProvider {
+        self.min_window = min_window;
         self
     }
 
@@ -227,38 +257,61 @@ impl BuiltinProvider {
     }
 
     /// Measures `query` as of `now` (see the module docs); also stores the scrapes it makes.
+    /// Without a stored scrape to start the window from, the result is
+    /// [`MetricValue::NoValues`] (the trait's [`measure`](MetricProvider::measure) waits for
+    /// one instead).
     pub async fn measure_at(&self, query: MetricQuery<'_>, now: Instant) -> MetricValue {
+        match self.measure_once(query, now).await {
+            Measured::Value(value) => value,
+            Measured::NoBaseline => MetricValue::NoValues,
+        }
+    }
+
+    async fn measure_once(&self, query: MetricQuery<'_>, now: Instant) -> Measured {
         let metric = match &query.check.kind {
             MetricKind::RequestSuccessRate => Builtin::SuccessRate,
             MetricKind::RequestDuration => Builtin::Duration,
             MetricKind::Template { .. } | MetricKind::Query(_) => {
-                return MetricValue::Error(format!(
+                return Measured::Value(MetricValue::Error(format!(
                     "the built-in provider measures request-success-rate and request-duration \
                      only; {} is a custom metric",
                     query.check.name
-                ));
+                )));
             }
         };
         let backend = canary_backend(query.namespace, query.service);
         let interval = query.interval();
+        let bounds = Bounds {
+            now,
+            interval,
+            since: query
+                .since
+                .and_then(|since| instant_of(since, now, SystemTime::now())),
+            min_window: self.min_window.min(interval),
+        };
         let results = futures_util::future::join_all(
             self.endpoints
                 .iter()
-                .map(|e| self.window(e, &backend, interval, now)),
+                .map(|e| self.window(e, &backend, bounds)),
         )
         .await;
         let mut total = Window::default();
         let mut failures = Vec::new();
+        let mut without_baseline = false;
         for (endpoint, result) in self.endpoints.iter().zip(results) {
             match result {
-                Ok(window) => total.add(&window),
+                Ok(Some(window)) => total.add(&window),
+                Ok(None) => without_baseline = true,
                 Err(err) => failures.push(format!("{}: {}", endpoint.address, report(&err))),
             }
         }
         if !failures.is_empty() {
             let message = format!("cannot scrape serin-proxy at {}", failures.join("; "));
             warn!(metric = %query.check.name, %backend, error = %message, "metric query failed");
-            return MetricValue::Error(message);
+            return Measured::Value(MetricValue::Error(message));
+        }
+        if without_baseline {
+            return Measured::NoBaseline;
         }
         let value = match metric {
             Builtin::SuccessRate => total.success_rate(),
@@ -273,7 +326,7 @@ impl BuiltinProvider {
             value,
             "measured"
         );
-        value.map_or(MetricValue::NoValues, MetricValue::Value)
+        Measured::Value(value.map_or(MetricValue::NoValues, MetricValue::Value))
     }
 
     /// Scrapes one replica.
@@ -305,21 +358,22 @@ impl BuiltinProvider {
         Snapshot::from_samples(&samples, now).map_err(|err| bad(format!("metrics: {err}")))
     }
 
-    /// Scrapes one replica and returns what `backend` did in the window ending `now`.
+    /// Scrapes one replica and returns what `backend` did in the window ending `now`, or
+    /// `None` when no stored scrape can start it (the scrape made now is stored either way).
     async fn window(
         &self,
         endpoint: &Endpoint,
         backend: &str,
-        interval: Duration,
-        now: Instant,
-    ) -> Result<Window> {
+        bounds: Bounds,
+    ) -> Result<Option<Window>> {
+        let Bounds { now, interval, .. } = bounds;
         let snapshot = self.fetch(endpoint, now).await?;
         let window = {
             let history = endpoint
                 .history
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            match baseline(&history, now, interval) {
+            match baseline(&history, bounds) {
                 Some((then, exact)) => {
                     if !exact {
                         debug!(
@@ -330,15 +384,15 @@ impl BuiltinProvider {
                             "no scrape as old as the interval yet: measuring since the oldest"
                         );
                     }
-                    Window::between(&snapshot, then, backend)
+                    Some(Window::between(&snapshot, then, backend))
                 }
                 None => {
                     debug!(
                         address = %endpoint.address,
                         %backend,
-                        "first scrape of this replica: the window is empty"
+                        "no scrape of this replica can start the window yet"
                     );
-                    Window::default()
+                    None
                 }
             }
         };
@@ -385,7 +439,31 @@ impl std::fmt::Debug for Endpoint {
 
 impl MetricProvider for BuiltinProvider {
     fn measure<'a>(&'a self, query: MetricQuery<'a>) -> BoxFuture<'a, MetricValue> {
-        Box::pin(self.measure_at(query, Instant::now()))
+        Box::pin(async move {
+            if let Measured::Value(value) = self.measure_once(query, Instant::now()).await {
+                return value;
+            }
+            // The scrape just made starts the window: measure again once it is long enough.
+            debug!(metric = %query.check.name, "no scrape to start the window from yet: waiting");
+            tokio::time::sleep(self.min_window.min(query.interval())).await;
+            match self.measure_once(query, Instant::now()).await {
+                Measured::Value(value) => value,
+                Measured::NoBaseline => MetricValue::NoValues,
+            }
+        })
+    }
+}
+
+/// The wall-clock instant `since` on the monotonic clock, given that `wall_now` is `now`;
+/// `None` when it is before the monotonic clock's origin (no stored scrape is that old).
+fn instant_of(since: Timestamp, now: Instant, wall_now: SystemTime) -> Option<Instant> {
+    let since = UNIX_EPOCH.checked_add(Duration::from_secs(
+        u64::try_from(since.unix_seconds()).unwrap_or(0),
+    ))?;
+    match wall_now.duration_since(since) {
+        Ok(ago) => now.checked_sub(ago),
+        // In the future: nothing stored so far may start the window.
+        Err(_) => Some(now),
     }
 }
 
@@ -407,21 +485,34 @@ fn metrics_url(address: &str) -> Result<Uri> {
     http_url(&format!("http://{address}/metrics"))
 }
 
-/// The scrape to measure from: the newest at or before `now - interval` (`exact`), else the
-/// oldest not after `now`.
-fn baseline(
-    history: &VecDeque<Snapshot>,
+/// Where a window may start and end.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// The window's end.
     now: Instant,
+    /// The metric's interval: the window's nominal length.
     interval: Duration,
-) -> Option<(&Snapshot, bool)> {
-    let exact = now
-        .checked_sub(interval)
-        .and_then(|start| history.iter().rev().find(|s| s.at <= start));
+    /// No scrape before this starts a window (the release's start or last weight change).
+    since: Option<Instant>,
+    /// No scrape younger than this starts a window.
+    min_window: Duration,
+}
+
+/// The scrape to measure from, among those taken at or after `since` and at least
+/// `min_window` before `now`: the newest at or before `now - interval` (`exact`), else the
+/// oldest (the window starts at `since`, or the history is shorter than the interval).
+fn baseline(history: &VecDeque<Snapshot>, bounds: Bounds) -> Option<(&Snapshot, bool)> {
+    let latest = bounds.now.checked_sub(bounds.min_window)?;
+    let usable = |s: &&Snapshot| s.at <= latest && bounds.since.is_none_or(|since| s.at >= since);
+    let exact = bounds
+        .now
+        .checked_sub(bounds.interval)
+        .and_then(|start| history.iter().rev().filter(usable).find(|s| s.at <= start));
     match exact {
         Some(snapshot) => Some((snapshot, true)),
         None => history
             .iter()
-            .find(|s| s.at <= now)
+            .find(usable)
             .map(|snapshot| (snapshot, false)),
     }
 }

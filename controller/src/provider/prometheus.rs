@@ -406,6 +406,7 @@ mod tests {
             target: "podinfo-deploy",
             service: "podinfo-svc",
             template: None,
+            since: None,
         };
         render_query(text, &query)
     }

@@ -40,6 +40,7 @@ pub fn query(check: &MetricCheck) -> MetricQuery<'_> {
         target: NAME,
         service: NAME,
         template: None,
+        since: None,
     }
 }
 

@@ -35,6 +35,7 @@ spec:
   progressDeadlineSeconds: 600
   service:
     port: 9898
+    gatewayRefs: [{name: public}]
   analysis:
     interval: 1m
 {analysis}

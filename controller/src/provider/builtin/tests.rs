@@ -189,10 +189,16 @@ fn baseline_is_the_newest_scrape_old_enough_else_the_oldest() {
         .into_iter()
         .map(|s| snapshot(at(s), ""))
         .collect();
-    let pick = |now: u64, interval: u64| {
-        baseline(&history, at(now), Duration::from_secs(interval))
-            .map(|(s, exact)| (s.at.duration_since(t0).as_secs(), exact))
+    let bounds = |now: u64, interval: u64| Bounds {
+        now: at(now),
+        interval: Duration::from_secs(interval),
+        since: None,
+        min_window: Duration::from_secs(1),
     };
+    let picked = |bounds: Bounds| {
+        baseline(&history, bounds).map(|(s, exact)| (s.at.duration_since(t0).as_secs(), exact))
+    };
+    let pick = |now: u64, interval: u64| picked(bounds(now, interval));
     assert_eq!(pick(120, 60), Some((60, true)));
     assert_eq!(pick(119, 60), Some((30, true)));
     assert_eq!(pick(95, 60), Some((30, true)));
@@ -201,10 +207,38 @@ fn baseline_is_the_newest_scrape_old_enough_else_the_oldest() {
         Some((0, false)),
         "history too short: the oldest"
     );
+    assert_eq!(baseline(&VecDeque::new(), bounds(10, 5)).map(|_| ()), None);
+
+    // The release started (or the weight changed) at 45: the window starts there, whatever
+    // the interval.
+    let since = |now: u64, interval: u64, since: u64| Bounds {
+        since: Some(at(since)),
+        ..bounds(now, interval)
+    };
+    assert_eq!(picked(since(120, 100, 45)), Some((60, false)));
     assert_eq!(
-        baseline(&VecDeque::new(), at(10), Duration::from_secs(5)).map(|_| ()),
-        None
+        picked(since(120, 60, 45)),
+        Some((60, true)),
+        "since earlier: the interval"
     );
+    assert_eq!(picked(since(120, 30, 45)), Some((90, true)));
+    assert_eq!(picked(since(95, 60, 91)), None, "nothing scraped since");
+    // Too young to start a window: none, until the minimum window has passed.
+    let young = |now: u64| Bounds {
+        min_window: Duration::from_secs(10),
+        ..since(now, 60, 85)
+    };
+    assert_eq!(picked(young(95)), None);
+    assert_eq!(picked(young(100)), Some((90, false)));
+}
+
+#[test]
+fn since_is_placed_on_the_monotonic_clock() {
+    let now = Instant::now();
+    let wall = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let since = |secs: i64| instant_of(Timestamp::from_unix_seconds(secs), now, wall);
+    assert_eq!(since(999_990), now.checked_sub(Duration::from_secs(10)));
+    assert_eq!(since(1_000_005), Some(now), "a future start: now");
 }
 
 #[test]
