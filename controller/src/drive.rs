@@ -54,14 +54,18 @@ impl Drive<'_> {
                     let result = self.webhooks.call(hook, &payload).await;
                     obs.webhooks.insert(call.index, result);
                 }
-                Some(Need::Metrics) => obs.metrics = Some(self.measure().await),
+                Some(Need::Metrics) => {
+                    obs.metrics = Some(self.measure(status.last_transition_time).await);
+                }
                 None => return plan,
             }
         }
     }
 
-    /// Measures every metric of the analysis.
-    pub async fn measure(&self) -> BTreeMap<String, MetricValue> {
+    /// Measures every metric of the analysis over its interval, starting no earlier than
+    /// `since` (the status's `lastTransitionTime`: the release's start or its last traffic
+    /// change; earlier requests belong to another release or weight).
+    pub async fn measure(&self, since: Option<Timestamp>) -> BTreeMap<String, MetricValue> {
         let mut out = BTreeMap::new();
         for check in &self.settings.metrics {
             let template = match &check.kind {
@@ -75,6 +79,7 @@ impl Drive<'_> {
                 target: &self.settings.target,
                 service: self.service,
                 template,
+                since,
             };
             out.insert(check.name.clone(), self.provider.measure(query).await);
         }
@@ -115,4 +120,12 @@ impl Drive<'_> {
             }
         }
     }
+}
+
+/// A random cookie value (ten letters and digits) for [`Observations::cookie_token`].
+pub fn cookie_token() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..10)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
 }

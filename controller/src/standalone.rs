@@ -31,17 +31,18 @@ use gateway_api::experimental::httproutes::HttpRouteParentRefs;
 use kube::api::ObjectMeta;
 use serin_proxy::config::{Backend, BackendEndpoint, BackendSpec, ObjectKey, load_path};
 
-use crate::analysis::{MetricProvider, MetricQuery};
+use crate::analysis::MetricProvider;
 use crate::canary::Canary;
+use crate::drive::{Drive, cookie_token};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::httproute::{BackendTarget, RouteTarget, render};
-use crate::stage::{Action, HookResult, Need, Observations, Plan, Readiness, Revision, step};
+use crate::stage::{Action, Observations, Plan, Readiness, Revision};
 use crate::status::CanaryStatus;
 use crate::template::MetricTemplateSpec;
 use crate::timestamp::Timestamp;
-use crate::validation::{MetricKind, Settings, validate};
-use crate::webhook::{WebhookClient, WebhookPayload};
+use crate::validation::{Settings, validate};
+use crate::webhook::WebhookClient;
 
 /// The rollout engine for one Canary in standalone mode.
 pub struct Engine {
@@ -179,27 +180,13 @@ impl Engine {
             canary: readiness(&target.spec.endpoints).await,
             webhooks: BTreeMap::new(),
             metrics: None,
-            cookie_token: token(),
+            cookie_token: cookie_token(),
         };
-        let plan = loop {
-            let plan = step(&self.canary.spec, &self.status, &obs, now);
-            match &plan.needs {
-                Some(Need::Webhook(call)) => {
-                    let hook = &self.settings.webhooks[call.index];
-                    let payload = WebhookPayload::new(
-                        self.name(),
-                        self.namespace(),
-                        call.phase,
-                        &self.status,
-                        hook,
-                    );
-                    let result = self.webhooks.call(hook, &payload).await;
-                    obs.webhooks.insert(call.index, result);
-                }
-                Some(Need::Metrics) => obs.metrics = Some(self.measure().await),
-                None => break plan,
-            }
-        };
+        let service = self.service();
+        let drive = self.drive(&service);
+        let plan = drive
+            .plan(&self.canary.spec, &self.status, &mut obs, now)
+            .await;
         let mut events = Vec::new();
         for action in &plan.actions {
             self.apply(action, &target.spec, &plan.status, &mut events)
@@ -210,40 +197,33 @@ impl Engine {
             &self.state,
             &serde_json::to_string_pretty(&self.status).unwrap_or_default(),
         )?;
+        let drive = self.drive(&service);
         for event in plan.events.iter().chain(&events) {
-            self.notify_event_hooks(event).await;
+            drive.event_hooks(&self.status, event, self::now()).await;
         }
         Ok(StepReport { plan, events })
     }
 
-    async fn measure(&self) -> BTreeMap<String, crate::analysis::MetricValue> {
-        let mut out = BTreeMap::new();
-        let service = self
-            .canary
+    /// The apex Service name: `spec.service.name`, else the target's.
+    fn service(&self) -> String {
+        self.canary
             .spec
             .service
             .as_ref()
             .and_then(|s| s.name.clone())
-            .unwrap_or_else(|| self.target().to_owned());
-        for check in &self.settings.metrics {
-            let template = match &check.kind {
-                MetricKind::Template { name, .. } => self.templates.get(name),
-                _ => None,
-            };
-            let query = MetricQuery {
-                check,
-                name: self.name(),
-                namespace: self.namespace(),
-                target: self.target(),
-                service: &service,
-                template,
-                // The release's start or its last weight change: earlier requests belong to
-                // another release or weight.
-                since: self.status.last_transition_time,
-            };
-            out.insert(check.name.clone(), self.provider.measure(query).await);
+            .unwrap_or_else(|| self.target().to_owned())
+    }
+
+    fn drive<'a>(&'a self, service: &'a str) -> Drive<'a> {
+        Drive {
+            name: self.name(),
+            namespace: self.namespace(),
+            settings: &self.settings,
+            service,
+            provider: self.provider.as_ref(),
+            webhooks: self.webhooks.as_ref(),
+            templates: &self.templates,
         }
-        out
     }
 
     async fn apply(
@@ -277,50 +257,18 @@ impl Engine {
             Action::ScaleCanaryToZero => self.write_backend(&canary, Vec::new())?,
             Action::PromotePrimary => self.write_backend(&primary, target.endpoints.clone())?,
             Action::RunPostRolloutHooks { phase } => {
-                for hook in self
-                    .settings
-                    .webhooks
-                    .iter()
-                    .filter(|h| h.hook_type == crate::canary::HookType::PostRollout)
-                {
-                    let payload =
-                        WebhookPayload::new(self.name(), self.namespace(), *phase, status, hook);
-                    let failure = match self.webhooks.call(hook, &payload).await {
-                        HookResult::Passed => None,
-                        HookResult::Failed(why) => Some(why),
-                    };
-                    events.push(crate::event::post_rollout_result(
-                        &hook.name,
-                        failure.as_deref(),
-                    ));
-                }
+                let service = self.service();
+                events.extend(
+                    self.drive(&service)
+                        .post_rollout_hooks(*phase, status)
+                        .await,
+                );
             }
             Action::Notify { severity, message } => {
                 tracing::info!(canary = self.name(), ?severity, "{message}");
             }
         }
         Ok(())
-    }
-
-    async fn notify_event_hooks(&self, event: &Event) {
-        for hook in self
-            .settings
-            .webhooks
-            .iter()
-            .filter(|h| h.hook_type == crate::canary::HookType::Event)
-        {
-            let payload = WebhookPayload::for_event(
-                self.name(),
-                self.namespace(),
-                &self.status,
-                hook,
-                event,
-                now(),
-            );
-            if let HookResult::Failed(why) = self.webhooks.call(hook, &payload).await {
-                tracing::warn!(hook = %hook.name, "event webhook failed: {why}");
-            }
-        }
     }
 
     fn route_target(&self) -> RouteTarget {
@@ -424,14 +372,6 @@ async fn readiness(endpoints: &[BackendEndpoint]) -> Readiness {
             since: None,
         }
     }
-}
-
-/// A random cookie value: ten letters and digits.
-fn token() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..10)
-        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
-        .collect()
 }
 
 /// Writes `text` to `path` through a hidden temporary in the same directory and a rename.

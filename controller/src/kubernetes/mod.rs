@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::analysis::MetricProvider;
 use crate::canary::Canary;
-use crate::drive::Drive;
+use crate::drive::{Drive, cookie_token};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
 use crate::stage::{Action, Observations, Readiness, wait_before_step};
@@ -174,7 +174,7 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
         canary: readiness(&target),
         webhooks: BTreeMap::new(),
         metrics: None,
-        cookie_token: token(),
+        cookie_token: cookie_token(),
     };
     let templates = BTreeMap::new();
     let apex = world.apex();
@@ -280,12 +280,4 @@ async fn publish(context: &Context, canary: &Canary, event: &Event) {
     {
         warn!("recording event {:?}: {e}", event.message);
     }
-}
-
-/// A random cookie value: ten letters and digits.
-fn token() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..10)
-        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
-        .collect()
 }
