@@ -203,9 +203,10 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Loads every object from a file or a directory of files.
 ///
-/// Documents of other kinds are skipped (their count is returned) so that a directory may also
-/// hold, say, the `Canary` the routes belong to. Any malformed document, or a known kind that does
-/// not match its schema, fails the whole load with an error naming the file, object and field.
+/// Documents of kinds the proxy does not read are skipped (their count is returned) so that a
+/// directory may also hold, say, the `Canary` the routes belong to. Any malformed document, an
+/// unknown kind or version of the proxy's groups, or an object with a field its kind's schema
+/// does not name, fails the whole load with an error naming the file, object and field.
 pub fn load_path(path: &Path) -> Result<(Objects, usize), ConfigError> {
     let mut objects = Objects::default();
     let mut skipped = 0;

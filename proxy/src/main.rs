@@ -18,7 +18,8 @@ use serin_proxy::runtime::{self, KubernetesOptions, Options, StartError};
 #[command(name = "serin-proxy", version)]
 struct Args {
     /// A YAML file, or a directory of YAML files, holding Gateway, HTTPRoute and serin.dev
-    /// Backend objects. Watched: changes apply within a second.
+    /// Backend and SessionAffinity objects, checked strictly (an unknown field is an error).
+    /// Watched: changes apply within a second.
     #[arg(
         long,
         value_name = "PATH",
