@@ -376,12 +376,7 @@ impl<'s> Walk<'s> {
             }
             match s.get("additionalProperties") {
                 Some(Value::Bool(true)) => rest = Some(Rest::Any),
-                Some(Value::Bool(false)) => {}
-                Some(a @ Value::Object(_)) => {
-                    if rest.is_none() {
-                        rest = Some(Rest::Schema(a));
-                    }
-                }
+                Some(a @ Value::Object(_)) if rest.is_none() => rest = Some(Rest::Schema(a)),
                 _ => {}
             }
             if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {

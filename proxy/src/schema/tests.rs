@@ -255,7 +255,7 @@ fn descend<'s, 'v>(
                     .map(|(_, s)| *s)
                     .unwrap();
                 let object = value.as_object_mut().unwrap();
-                if !object.get(name).is_some_and(|v| !v.is_null()) {
+                if object.get(name).is_none_or(Value::is_null) {
                     object.insert(name.clone(), minimal(walk, sub));
                 }
                 if !shown.is_empty() {
