@@ -187,9 +187,11 @@ fn check_proxy_document(mut report: ObjectReport, value: Value) -> Option<Object
             return Some(report);
         }
     };
+    // Only the field and message are shown: the report names file and document.
     let origin = Origin::File {
         path: PathBuf::new(),
         document: report.document - 1,
+        documents: report.document,
     };
     match config::parse_document(origin, value) {
         Ok(None) => None,

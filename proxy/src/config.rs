@@ -96,8 +96,12 @@ pub struct AffinityHeader {
 /// Where an object came from, for error messages and status reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Document `document` (0-based) of a YAML file.
-    File { path: PathBuf, document: usize },
+    /// Document `document` (0-based) of a YAML file of `documents` documents.
+    File {
+        path: PathBuf,
+        document: usize,
+        documents: usize,
+    },
     /// The Kubernetes API.
     Kubernetes,
 }
@@ -105,10 +109,14 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::File { path, document: 0 } => write!(f, "{}", path.display()),
-            Origin::File { path, document } => {
+            Origin::File {
+                path,
+                document,
+                documents,
+            } if *document > 0 || *documents > 1 => {
                 write!(f, "{} (document {})", path.display(), document + 1)
             }
+            Origin::File { path, .. } => write!(f, "{}", path.display()),
             Origin::Kubernetes => f.write_str("kubernetes"),
         }
     }
@@ -228,15 +236,26 @@ pub fn parse_documents(
     objects: &mut Objects,
 ) -> Result<usize, ConfigError> {
     let mut skipped = 0;
+    // Read every document first: errors name the document in a file of several.
+    let mut values = Vec::new();
     for (document, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(de).map_err(|e| ConfigError::Syntax {
+            origin: Origin::File {
+                path: file.to_owned(),
+                document,
+                documents: document + 1,
+            },
+            message: e.to_string(),
+        })?;
+        values.push(value);
+    }
+    let documents = values.len();
+    for (document, value) in values.into_iter().enumerate() {
         let origin = Origin::File {
             path: file.to_owned(),
             document,
+            documents,
         };
-        let value = Value::deserialize(de).map_err(|e| ConfigError::Syntax {
-            origin: origin.clone(),
-            message: e.to_string(),
-        })?;
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }

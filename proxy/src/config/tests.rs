@@ -205,6 +205,17 @@ fn a_misspelled_session_affinity_field_is_refused() {
 }
 
 #[test]
+fn the_first_document_of_several_is_named() {
+    let err = error(&format!(
+        "apiVersion: serin.dev/v1alpha1\nkind: Backend\nmetadata: {{name: b}}\nspec: {{endpoints: [], zone: eu}}\n---\n{GATEWAY}"
+    ));
+    assert_eq!(
+        err,
+        "routes.yaml (document 1): Backend default/b: spec.zone: unknown field"
+    );
+}
+
+#[test]
 fn every_unknown_field_of_a_document_is_reported() {
     let err = error(
         "apiVersion: serin.dev/v1alpha1\nkind: Backend\nmetadata: {name: b}\nspec:\n  endpoints: [{host: a, prot: 80}]\n  zone: eu\n",
