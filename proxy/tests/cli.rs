@@ -234,9 +234,15 @@ async fn a_typo_on_reload_is_rejected_and_the_old_table_keeps_serving() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    support::write_atomic(&route, &header_route("matchs"));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Written again every half second: the watch may start after the listener does, and a
+    // change made before it starts is its starting point.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut written = Instant::now() - Duration::from_secs(1);
     loop {
+        if written.elapsed() >= Duration::from_millis(500) {
+            support::write_atomic(&route, &header_route("matchs"));
+            written = Instant::now();
+        }
         let metrics = admin_get(admin, "/metrics").await.1;
         if sample(&metrics, "serin_config_reloads_total{result=\"rejected\"}") >= 1.0 {
             break;
