@@ -1,15 +1,25 @@
 //! Reading manifests: multi-document YAML with Canary and MetricTemplate objects, checked
-//! with exactly the code the controller uses. Backs `serin validate`.
+//! with exactly the code the controller uses, and the proxy's configuration objects
+//! (`Gateway`, `HTTPRoute`, `Backend`, `SessionAffinity`), checked with exactly the code
+//! serin-proxy loads files with. Backs `serin validate`.
 //!
 //! Each object is reported with every problem found: schema errors carry the field path of
-//! the offending value (`spec.analysis.interval: invalid duration "1x": ...`), semantic ones
-//! come from [`crate::validation`]. Documents of other kinds are skipped, so a file may mix
-//! Deployments and Canaries.
+//! the offending value (`spec.analysis.interval: invalid duration "1x": ...`,
+//! `spec.rules[0].matchs: unknown field, did you mean `matches`?`), semantic ones come from
+//! [`crate::validation`]. Documents of other kinds are skipped, so a file may mix
+//! Deployments, Canaries and routes.
 
-use std::{fmt, path::Path};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_yaml_ng::Value;
+use serin_proxy::{
+    ConfigError,
+    config::{self, Origin},
+};
 
 use crate::{
     Error, Result,
@@ -24,7 +34,8 @@ pub const API_VERSION: &str = "serin.dev/v1alpha1";
 /// One finding in a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
-    /// A Canary or MetricTemplate, with its problems (none when valid).
+    /// A Canary, MetricTemplate or proxy configuration object, with its problems (none when
+    /// valid).
     Object(ObjectReport),
     /// A document that is not valid YAML; later documents of the file are not read.
     Unreadable {
@@ -40,7 +51,7 @@ pub enum Finding {
 pub struct ObjectReport {
     /// 1-based document index in the file.
     pub document: usize,
-    /// `Canary` or `MetricTemplate`.
+    /// `Canary`, `MetricTemplate`, or a kind serin-proxy reads (`HTTPRoute`, ...).
     pub kind: String,
     /// Namespace (`default` when the manifest sets none).
     pub namespace: String,
@@ -73,7 +84,8 @@ pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
     Ok(check_manifest(&text))
 }
 
-/// Checks every Canary and MetricTemplate in a multi-document YAML text.
+/// Checks every Canary, MetricTemplate and proxy configuration object in a multi-document
+/// YAML text.
 pub fn check_manifest(text: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -117,9 +129,6 @@ pub fn load_canary(yaml: &str) -> Result<Canary> {
 
 fn check_document(document: usize, mut value: Value) -> Option<ObjectReport> {
     let kind = value.get("kind").and_then(Value::as_str)?.to_owned();
-    if kind != "Canary" && kind != "MetricTemplate" {
-        return None;
-    }
     let metadata = value.get("metadata");
     let field = |name: &str| {
         metadata
@@ -134,6 +143,9 @@ fn check_document(document: usize, mut value: Value) -> Option<ObjectReport> {
         kind,
         problems: Vec::new(),
     };
+    if report.kind != "Canary" && report.kind != "MetricTemplate" {
+        return check_proxy_document(report, value);
+    }
     match value.get("apiVersion").and_then(Value::as_str) {
         Some(API_VERSION) => {}
         other => {
@@ -164,6 +176,45 @@ fn check_document(document: usize, mut value: Value) -> Option<ObjectReport> {
         Err(other) => report.problems.push(other.to_string()),
     }
     Some(report)
+}
+
+/// Checks a document as serin-proxy loads it from a file; `None` when the proxy skips its kind.
+fn check_proxy_document(mut report: ObjectReport, value: Value) -> Option<ObjectReport> {
+    let value = match serde_json::to_value(&value) {
+        Ok(value) => value,
+        Err(err) => {
+            report.problems.push(err.to_string());
+            return Some(report);
+        }
+    };
+    // Only the field and message are shown: the report names file and document.
+    let origin = Origin::File {
+        path: PathBuf::new(),
+        document: report.document - 1,
+        documents: report.document,
+    };
+    match config::parse_document(origin, value) {
+        Ok(None) => None,
+        Ok(Some(_)) => Some(report),
+        Err(err) => {
+            proxy_problems(err, &mut report.problems);
+            Some(report)
+        }
+    }
+}
+
+/// The `field: message` lines of a proxy configuration error (its file is the report's).
+fn proxy_problems(err: ConfigError, out: &mut Vec<String>) {
+    match err {
+        ConfigError::Object { field, message, .. } => out.push(format!("{field}: {message}")),
+        ConfigError::Syntax { message, .. } => out.push(message),
+        ConfigError::Many(errors) => {
+            for err in errors {
+                proxy_problems(err, out);
+            }
+        }
+        other => out.push(other.to_string()),
+    }
 }
 
 /// Deserialises with the path of the failing field in the error.
@@ -241,6 +292,29 @@ spec:
             vec![
                 "apiVersion: expected serin.dev/v1alpha1, got \"flagger.app/v1beta1\"".to_owned(),
                 "spec.analysis.maxWeight: must be at most 100, got 150".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn proxy_configuration_is_checked_as_the_proxy_loads_it() {
+        let text = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: test}}\nspec:\n  rules:\n  - matchs: [{{path: {{value: /}}}}]\n---\n{VALID}---\napiVersion: serin.dev/v1alpha1\nkind: Backend\nmetadata: {{name: b}}\nspec: {{endpoints: [{{host: 10.0.0.1, port: 80}}]}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: serin}}\nspec: {{controllerName: serin.dev/gateway}}\n"
+        );
+        let found = objects(&text);
+        let shown: Vec<(String, Vec<String>)> = found
+            .iter()
+            .map(|o| (o.to_string(), o.problems.clone()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "HTTPRoute test/r".to_owned(),
+                    vec!["spec.rules[0].matchs: unknown field, did you mean `matches`?".to_owned()]
+                ),
+                ("Canary test/podinfo".to_owned(), vec![]),
+                ("Backend default/b".to_owned(), vec![]),
             ]
         );
     }

@@ -38,6 +38,7 @@ fn valid_files_print_ok_and_exit_0() {
     assert_eq!(
         stdout_lines(&output),
         vec![
+            format!("{canary}: Gateway istio-ingress/gateway: ok"),
             format!("{canary}: Canary test/podinfo: ok"),
             format!("{templates}: MetricTemplate flagger-system/latency: ok"),
             format!("{templates}: MetricTemplate flagger-system/error-rate: ok"),
@@ -74,6 +75,42 @@ fn invalid_files_report_every_error_and_exit_1() {
             ),
         ]
     );
+}
+
+#[test]
+fn proxy_configuration_is_checked_strictly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let routes = dir.path().join("routes.yaml");
+    let canary = fixture("seed-001-checkout-canary.yaml");
+    let text = format!(
+        "{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: checkout, namespace: shop}}\nspec:\n  parentRefs: [{{name: public}}]\n  rules:\n  - matchs: [{{headers: [{{name: x-canary, value: insider}}]}}]\n    backendRefs: [{{name: checkout-canary, port: 80}}]\n  - backendRefs:\n    - {{name: checkout-primary, port: 80, weigth: 90}}\n---\napiVersion: serin.dev/v1alpha1\nkind: Backend\nmetadata: {{name: checkout-primary, namespace: shop}}\nspec: {{endpoints: [{{host: 10.0.0.1, port: 8080}}]}}\n",
+        std::fs::read_to_string(&canary).unwrap_or_default()
+    );
+    assert!(std::fs::write(&routes, text).is_ok());
+    let shown = routes.to_string_lossy();
+    let output = serin(&["validate", &shown]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        stdout_lines(&output),
+        vec![
+            format!("{shown}: Canary shop/checkout: ok"),
+            format!(
+                "{shown}: HTTPRoute shop/checkout: spec.rules[0].matchs: unknown field, did you mean `matches`?"
+            ),
+            format!(
+                "{shown}: HTTPRoute shop/checkout: spec.rules[1].backendRefs[0].weigth: unknown field, did you mean `weight`?"
+            ),
+            format!("{shown}: Backend shop/checkout-primary: ok"),
+        ]
+    );
+    // The same file with the typos fixed passes.
+    let fixed = std::fs::read_to_string(&routes)
+        .unwrap_or_default()
+        .replace("matchs:", "matches:")
+        .replace("weigth:", "weight:");
+    assert!(std::fs::write(&routes, fixed).is_ok());
+    let output = serin(&["validate", &shown]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
 
 #[test]

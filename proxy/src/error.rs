@@ -28,6 +28,8 @@ pub enum ConfigError {
         field: String,
         message: String,
     },
+    #[error("the built-in schemas cannot be read: {0}")]
+    Schema(#[source] std::sync::Arc<serde_json::Error>),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Many(Vec<ConfigError>),
     #[error("listener port {port}: {source}")]

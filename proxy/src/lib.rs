@@ -8,6 +8,7 @@
 //! Crate map:
 //!
 //! - [`config`]: the objects and their loading from files, with errors naming file/object/field;
+//!   [`schema`]: the strict check of each document's fields against its kind's schema;
 //! - [`table`]: the compiler and the pure routing decision (match, precedence, weighted pick);
 //! - [`forward`]: the request path (headers, timeouts, metrics); [`upstream`]: the pooled
 //!   connections to backends; [`workers`]: the serving threads; [`deadline`]: their request
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod reload;
 pub mod runtime;
+pub mod schema;
 pub mod server;
 pub mod table;
 pub mod upstream;

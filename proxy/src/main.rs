@@ -1,8 +1,8 @@
 //! `serin-proxy`: parse arguments, load the configuration (files, or the Kubernetes API with
-//! `--kubernetes`), serve until SIGTERM/SIGINT.
+//! `--kubernetes`), serve until SIGTERM/SIGINT; or, with `--check`, check the files and exit.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use serin_proxy::runtime::{self, KubernetesOptions, Options, StartError};
 #[command(name = "serin-proxy", version)]
 struct Args {
     /// A YAML file, or a directory of YAML files, holding Gateway, HTTPRoute and serin.dev
-    /// Backend objects. Watched: changes apply within a second.
+    /// Backend and SessionAffinity objects, checked strictly (an unknown field is an error).
+    /// Watched: changes apply within a second.
     #[arg(
         long,
         value_name = "PATH",
@@ -67,6 +68,10 @@ struct Args {
     /// Accepting, configuration, mirroring and the admin listener run on one more thread.
     #[arg(long, default_value_t = 0, value_name = "N")]
     workers: usize,
+    /// Check the configuration at --config and exit: print a summary of the routing table and
+    /// exit 0 when it would be served, print the error and exit 64 otherwise. Binds nothing.
+    #[arg(long, requires = "config")]
+    check: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -79,12 +84,17 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let (true, Some(config)) = (args.check, &args.config) {
+        // The summary owns stdout; log lines (skipped objects) go to stderr.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return check(config);
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     // The control runtime; requests are served on the worker threads the proxy starts.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,6 +107,20 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(args))
+}
+
+/// `--check`: load and compile as at start-up, print the table's summary or the error.
+fn check(config: &Path) -> ExitCode {
+    match serin_proxy::reload::check(config) {
+        Ok(checked) => {
+            print!("{checked}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("serin-proxy: configuration rejected: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 async fn run(args: Args) -> ExitCode {

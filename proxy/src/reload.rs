@@ -5,6 +5,7 @@
 //! bound) is rejected with one log line naming the file, object and field, counted in
 //! `serin_config_reloads_total{result="rejected"}`, and the previous table keeps serving.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,9 +13,9 @@ use std::time::{Duration, SystemTime};
 use crate::config::{self, Objects};
 use crate::error::ConfigError;
 use crate::forward::Proxy;
-use crate::metrics::ReloadResult;
+use crate::metrics::{ReloadResult, Telemetry};
 use crate::server::Listeners;
-use crate::table::{self, Problem};
+use crate::table::{self, Problem, RouteTable};
 
 /// Turns configuration into the serving state.
 pub struct Applier {
@@ -37,19 +38,94 @@ impl Applier {
 
     fn try_apply(&mut self, objects: &Objects, strict: bool) -> Result<Vec<Problem>, ConfigError> {
         let (table, problems) = table::compile(objects, &self.proxy.telemetry().metrics);
-        if strict && !problems.is_empty() {
-            let mut errors: Vec<ConfigError> = problems.iter().map(Problem::to_error).collect();
-            return Err(if errors.len() == 1 {
-                errors.remove(0)
-            } else {
-                ConfigError::Many(errors)
-            });
+        if strict {
+            refuse(&problems)?;
         }
         let ports: Vec<u16> = table.ports().collect();
         let bound = self.listeners.bind_new(ports.iter().copied())?;
         self.proxy.swap_table(Arc::new(table));
         self.listeners.commit(bound, &ports);
         Ok(problems)
+    }
+}
+
+/// The error for a file-mode configuration with problems: file mode serves a configuration as
+/// written or not at all.
+fn refuse(problems: &[Problem]) -> Result<(), ConfigError> {
+    let mut errors: Vec<ConfigError> = problems.iter().map(Problem::to_error).collect();
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(ConfigError::Many(errors)),
+    }
+}
+
+/// A configuration checked by [`check`]: loaded and compiled as a file-mode proxy does.
+#[derive(Debug)]
+pub struct Checked {
+    pub path: PathBuf,
+    pub objects: Objects,
+    /// Documents of kinds the proxy does not read.
+    pub skipped: usize,
+    pub table: RouteTable,
+}
+
+/// Loads and compiles the configuration at `path` exactly as a file-mode proxy does at
+/// start-up and on reload, without binding any port (`serin-proxy --check`).
+pub fn check(path: &Path) -> Result<Checked, ConfigError> {
+    let (objects, skipped) = config::load_path(path)?;
+    let telemetry = Telemetry::new();
+    let (table, problems) = table::compile(&objects, &telemetry.metrics);
+    refuse(&problems)?;
+    Ok(Checked {
+        path: path.to_owned(),
+        objects,
+        skipped,
+        table,
+    })
+}
+
+impl fmt::Display for Checked {
+    /// A short summary: the listener ports, then each rule match in precedence order with its
+    /// backends, weights and endpoints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: ok: {} gateways, {} routes, {} backends, {} session affinities, {} skipped",
+            self.path.display(),
+            self.objects.gateways.len(),
+            self.objects.routes.len(),
+            self.objects.backends.len(),
+            self.objects.affinities.len(),
+            self.skipped
+        )?;
+        let mut ports: Vec<u16> = self.table.ports().collect();
+        ports.sort_unstable();
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        writeln!(f, "listeners: {}", ports.join(", "))?;
+        for rule in self.table.summary() {
+            write!(
+                f,
+                "  :{} {} {} rule {} [{}]",
+                rule.port, rule.hostname, rule.route, rule.rule, rule.matcher
+            )?;
+            if let Some(ms) = rule.timeout_ms {
+                write!(f, " timeout {ms}ms")?;
+            }
+            writeln!(f)?;
+            if rule.backends.is_empty() {
+                writeln!(f, "    -> no backend")?;
+            }
+            for b in &rule.backends {
+                write!(f, "    -> {} weight {}", b.name, b.weight)?;
+                if b.unresolved {
+                    writeln!(f, " (unresolved)")?;
+                } else {
+                    writeln!(f, " ({})", b.endpoints.join(", "))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -260,6 +260,8 @@ async fn invalid_changes_are_rejected_and_the_last_good_table_serves() {
             "matches: [{path: {type: RegularExpression, value: '('}}]\n    backendRefs:",
         ),
         weighted_route(100, 2_000_000),
+        // A typo: accepted, it would move a weight from one backend to both.
+        weighted_route(100, 0).replace("weight: 0", "weigth: 0"),
     ];
     for (i, text) in bad.iter().enumerate() {
         h.write("route.yaml", text);

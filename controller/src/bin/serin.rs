@@ -1,7 +1,8 @@
 //! `serin`: the command-line tool. `serin demo` runs a whole canary release on this machine;
 //! `serin rollout` drives a release in standalone mode; `serin validate FILE...` checks Canary
-//! and MetricTemplate manifests with the controller's own validation; `serin crds` prints the
-//! CRDs.
+//! and MetricTemplate manifests with the controller's own validation, and serin-proxy
+//! configuration (Gateway, HTTPRoute, Backend, SessionAffinity) with the proxy's own loader;
+//! `serin crds` prints the CRDs.
 //!
 //! Exit codes: 0 success, 1 invalid input (or a file that cannot be read or written, or, for
 //! `serin rollout`, an unreachable serin-proxy admin address or a release rolled back),
@@ -91,10 +92,14 @@ enum Command {
         #[arg(long)]
         exit_when_done: bool,
     },
-    /// Check Canary and MetricTemplate manifests (multi-document YAML).
+    /// Check Canary and MetricTemplate manifests and serin-proxy configuration files
+    /// (multi-document YAML, kinds may be mixed).
     ///
-    /// Prints `FILE: Canary NAMESPACE/NAME: ok` for each valid object and one line per
-    /// problem otherwise; exits 1 if any object is invalid or any file unreadable.
+    /// Canaries and MetricTemplates are checked as the controller checks them; Gateways,
+    /// HTTPRoutes, Backends and SessionAffinities as serin-proxy loads them (strictly: an
+    /// unknown field or kind is an error). Prints `FILE: Canary NAMESPACE/NAME: ok` for each
+    /// valid object and one line per problem otherwise; exits 1 if any object is invalid or any
+    /// file unreadable. References between objects are checked by `serin-proxy --check`.
     Validate {
         /// Manifest files.
         #[arg(required = true, value_name = "FILE")]
@@ -163,7 +168,10 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             }
         };
         if findings.is_empty() {
-            let _ = writeln!(out, "{shown}: no Canary or MetricTemplate found");
+            let _ = writeln!(
+                out,
+                "{shown}: no Canary, MetricTemplate or serin-proxy configuration found"
+            );
         }
         for finding in findings {
             match finding {

@@ -60,6 +60,7 @@ fn problem(kind: &'static str, name: &str, field: &str, reason: Reason) -> Probl
         origin: Origin::File {
             path: PathBuf::from("x"),
             document: 0,
+            documents: 1,
         },
         kind,
         object: ObjectKey::new("ns", name),
