@@ -13,7 +13,7 @@ use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use serin_e2e::{
     ChildGuard, ClusterObject, Http, TestNamespace, apply, binary, client, eventually, free_port,
-    kubectl,
+    kubeconfig, kubectl, repo_root,
 };
 
 fn podinfo() -> &'static str {
@@ -128,6 +128,67 @@ fn events(namespace: &str) -> Vec<String> {
     events.into_iter().map(|(_, note)| note).collect()
 }
 
+/// A kubeconfig for the test cluster that authenticates as the `serin-controller`
+/// ServiceAccount of `deploy/rbac/serin-controller.yaml` (applied here), in a file of the test's
+/// own.
+fn controller_kubeconfig(test: &str) -> std::path::PathBuf {
+    let rbac = std::fs::read_to_string(repo_root().join("deploy/rbac/serin-controller.yaml"))
+        .expect("deploy/rbac/serin-controller.yaml");
+    apply("serin-system", &rbac);
+    let token = kubectl(&["-n", "serin-system", "create", "token", "serin-controller"]);
+    let admin = std::fs::read_to_string(kubeconfig()).expect("reading KUBECONFIG");
+    let config: String = admin
+        .lines()
+        .map(|line| match line.split_once("token: ") {
+            Some((indent, _)) if indent.trim().is_empty() => {
+                format!("{indent}token: {}", token.trim())
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        config.contains(token.trim()),
+        "the kubeconfig has a token line"
+    );
+    let path = std::env::temp_dir().join(format!("{test}-controller.kubeconfig"));
+    std::fs::write(&path, config).expect("writing the controller's kubeconfig");
+    path
+}
+
+#[test]
+fn the_controllers_cluster_role_grants_what_it_needs_and_no_more() {
+    controller_kubeconfig("rbac-check");
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        all.push("--as=system:serviceaccount:serin-system:serin-controller");
+        let output = serin_e2e::kubectl_output(&all);
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    for allowed in [
+        &["watch", "canaries.serin.dev", "-A"][..],
+        &["patch", "canaries.serin.dev", "--subresource=status", "-A"],
+        &["create", "deployments.apps", "-A"],
+        &["patch", "deployments.apps", "-A"],
+        &["patch", "services", "-A"],
+        &["patch", "httproutes.gateway.networking.k8s.io", "-A"],
+        &["create", "events.events.k8s.io", "-A"],
+    ] {
+        assert_eq!(can(allowed), "yes", "{allowed:?}");
+    }
+    for denied in [
+        &["patch", "canaries.serin.dev", "-A"][..],
+        &["delete", "deployments.apps", "-A"],
+        &["delete", "services", "-A"],
+        &["get", "secrets", "-A"],
+        &["create", "pods", "-A"],
+        &["patch", "gateways.gateway.networking.k8s.io", "-A"],
+    ] {
+        assert_eq!(can(denied), "no", "{denied:?}");
+    }
+}
+
 /// The Canary analysis the tests release with: a step every 2 s, the built-in success rate.
 const ANALYSIS: &str = "    interval: 2s
     threshold: 3
@@ -213,8 +274,11 @@ spec:
                 .spawn()
                 .expect("starting serin-proxy"),
         );
+        // The controller runs as its ServiceAccount of deploy/rbac: least privilege, proven.
+        let kubeconfig = controller_kubeconfig(&ns.name);
         let controller = ChildGuard(
             Command::new(binary("serin-controller"))
+                .env("KUBECONFIG", &kubeconfig)
                 .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
                 .args(["--namespace", &ns.name])
                 .env("RUST_LOG", "warn")
