@@ -152,7 +152,12 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
         Err(errors) => {
             // Nothing in the cluster changes; the event names the fields.
             let event = crate::event::invalid_spec(&errors.to_string());
-            publish(&context, &canary, &event).await;
+            let name = format!(
+                "{}.invalid-{}",
+                canary.name_any(),
+                canary.metadata.generation.unwrap_or(0)
+            );
+            publish(&context, &canary, &event, &name).await;
             return Ok(Requeue::await_change());
         }
     };
@@ -208,15 +213,49 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
             }
         }
     }
+    // Events before the status: a step cut short by a crash is taken again from the old
+    // status, and its events, named after the step, are not recorded twice.
+    for (index, event) in events.iter().enumerate() {
+        info!(%namespace, %name, "{}", event.message);
+        if publish(
+            &context,
+            &canary,
+            event,
+            &event_name(&canary, &plan.status, index),
+        )
+        .await
+        {
+            drive.event_hooks(&plan.status, event, now).await;
+        }
+    }
     if plan.status != status {
         write_status(&context.client, &canary, &plan.status).await?;
     }
-    for event in &events {
-        info!(%namespace, %name, "{}", event.message);
-        publish(&context, &canary, event).await;
-        drive.event_hooks(&plan.status, event, now).await;
-    }
     Ok(Requeue::requeue(plan.requeue_after))
+}
+
+/// The name of the `index`th Event of the step that led to `status`: the same for the same
+/// step of the same release (revision, phase, weight, iterations, failed checks), so a step
+/// taken again after a crash records nothing twice. A step that changes nothing (waiting for a
+/// rollout) records its message once, not at every interval.
+fn event_name(canary: &Canary, status: &CanaryStatus, index: usize) -> String {
+    let key = format!(
+        "{}/{}/{:?}/{}/{}/{}/{}/{index}",
+        canary.uid().unwrap_or_default(),
+        status.last_applied_spec.as_deref().unwrap_or_default(),
+        status.phase,
+        status.canary_weight,
+        status.iterations,
+        status.failed_checks,
+        status.mirrored,
+    );
+    let mut hasher = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut hasher, key.as_bytes());
+    format!(
+        "{}.{:016x}",
+        canary.name_any(),
+        std::hash::Hasher::finish(&hasher)
+    )
 }
 
 /// Writes `Canary.status` (merge patch of the status subresource).
@@ -240,21 +279,17 @@ async fn write_status(client: &Client, canary: &Canary, status: &CanaryStatus) -
 /// The `reportingController` of the Events the controller records.
 pub const REPORTING_CONTROLLER: &str = "serin.dev/serin-controller";
 
-/// Records `event` on the Canary as an `events.k8s.io/v1` Event of its own (what `kubectl
-/// describe canary` and `kubectl get events` list); a failure is logged (events are best
-/// effort). Each message is its own Event: the engine's messages differ step by step, and a
-/// recorder that folds events of the same reason into a series would keep only the first.
-async fn publish(context: &Context, canary: &Canary, event: &Event) {
+/// Records `event` on the Canary as the `events.k8s.io/v1` Event `name` (what `kubectl describe
+/// canary` and `kubectl get events` list). True when it was recorded now, false when it already
+/// was (the same step taken again) or could not be (logged: events are best effort). Each
+/// message is its own Event: the engine's messages differ step by step, and a recorder that
+/// folds events of the same reason into a series would keep only the first.
+async fn publish(context: &Context, canary: &Canary, event: &Event, name: &str) -> bool {
     let namespace = canary.namespace().unwrap_or_else(|| "default".into());
     let now = k8s_openapi::jiff::Timestamp::now();
     let kube_event = KubeEvent {
         metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}{:04x}",
-                canary.name_any(),
-                now.as_nanosecond(),
-                fastrand::u16(..)
-            )),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.clone()),
             ..Default::default()
         },
@@ -274,10 +309,15 @@ async fn publish(context: &Context, canary: &Canary, event: &Event) {
         reporting_instance: Some(context.instance.clone()),
         ..Default::default()
     };
-    if let Err(e) = Api::<KubeEvent>::namespaced(context.client.clone(), &namespace)
+    match Api::<KubeEvent>::namespaced(context.client.clone(), &namespace)
         .create(&PostParams::default(), &kube_event)
         .await
     {
-        warn!("recording event {:?}: {e}", event.message);
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 409 => false,
+        Err(e) => {
+            warn!("recording event {:?}: {e}", event.message);
+            false
+        }
     }
 }

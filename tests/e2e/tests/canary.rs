@@ -207,9 +207,24 @@ struct Setup {
     canaries: Api<DynamicObject>,
     deployments: Api<Deployment>,
     authority: String,
+    admin: u16,
+    kubeconfig: std::path::PathBuf,
     _class: ClusterObject,
     _proxy: ChildGuard,
-    _controller: ChildGuard,
+    controller: ChildGuard,
+}
+
+/// Starts serin-controller for the test's namespace, as its ServiceAccount.
+fn spawn_controller(kubeconfig: &std::path::Path, admin: u16, namespace: &str) -> ChildGuard {
+    ChildGuard(
+        Command::new(binary("serin-controller"))
+            .env("KUBECONFIG", kubeconfig)
+            .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
+            .args(["--namespace", namespace])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("starting serin-controller"),
+    )
 }
 
 impl Setup {
@@ -276,15 +291,7 @@ spec:
         );
         // The controller runs as its ServiceAccount of deploy/rbac: least privilege, proven.
         let kubeconfig = controller_kubeconfig(&ns.name);
-        let controller = ChildGuard(
-            Command::new(binary("serin-controller"))
-                .env("KUBECONFIG", &kubeconfig)
-                .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
-                .args(["--namespace", &ns.name])
-                .env("RUST_LOG", "warn")
-                .spawn()
-                .expect("starting serin-controller"),
-        );
+        let controller = spawn_controller(&kubeconfig, admin, &ns.name);
         let canaries =
             Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
         eventually(
@@ -323,10 +330,19 @@ spec:
             canaries,
             deployments,
             authority,
+            admin,
+            kubeconfig,
             _class: class,
             _proxy: proxy,
-            _controller: controller,
+            controller,
         }
+    }
+
+    /// Kills serin-controller with SIGKILL (wherever it is in a step) and starts it again.
+    fn kill_and_restart_controller(&mut self) {
+        let _ = self.controller.0.kill();
+        let _ = self.controller.0.wait();
+        self.controller = spawn_controller(&self.kubeconfig, self.admin, &self.ns.name);
     }
 
     /// Waits for the Canary to reach phase `want`; fails when it ends otherwise.
@@ -493,4 +509,70 @@ async fn a_failing_release_halts_and_rolls_back() {
             "Rolling back {name} failed checks threshold reached 3"
         )) < position(&format!("Canary failed! Scaling down {name}"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_release_resumes_without_skipping_or_repeating_a_step() {
+    let mut setup = Setup::start("e2e-crash", ANALYSIS).await;
+    let ns = setup.ns.name.clone();
+    let traffic = Traffic::start(setup.authority.clone());
+    kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    // Six kills at random points of the release (steps are 2 s apart; a step's writes take
+    // milliseconds, so some kills fall between a route write and the status write).
+    let mut kills = Vec::new();
+    for _ in 0..6 {
+        let pause = Duration::from_millis(300 + fastrand::u64(..2500));
+        tokio::time::sleep(pause).await;
+        let phase = phase(&setup.canaries)
+            .await
+            .map(|(p, _)| p)
+            .unwrap_or_default();
+        kills.push(format!("{pause:?} ({phase})"));
+        setup.kill_and_restart_controller();
+    }
+    eprintln!("killed after {kills:?}");
+    setup.wait_for_phase("Succeeded").await;
+    let (versions, failures) = traffic.finish().await;
+    eprintln!(
+        "answers by version: {versions:?}; {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let events = events(&ns);
+    eprintln!("events:\n{}", events.join("\n"));
+    let canary = format!("podinfo.{ns}");
+    let weights: Vec<u32> = events
+        .iter()
+        .filter_map(|e| {
+            e.strip_prefix(&format!("Advance {canary} canary weight "))?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        [10, 20, 30, 40, 50],
+        "the same steps as an uninterrupted release"
+    );
+    for once in [
+        format!("Initialization done! {canary}"),
+        format!("New revision detected! Scaling up {canary}"),
+        format!("Starting canary analysis for {canary}"),
+        format!("Copying {canary} template spec to podinfo-primary.{ns}"),
+        format!("Promotion completed! Scaling down {canary}"),
+    ] {
+        assert_eq!(
+            events.iter().filter(|e| **e == once).count(),
+            1,
+            "{once:?} exactly once in {events:?}"
+        );
+    }
 }
