@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::analysis::{MetricProvider, MetricQuery, MetricValue};
 use crate::canary::{CanarySpec, HookType};
 use crate::event::{self, Event};
-use crate::stage::{HookResult, Need, Observations, Plan, step};
+use crate::stage::{Action, HookResult, Need, Observations, Plan, desired_route, step};
 use crate::status::{CanaryStatus, Phase};
 use crate::template::MetricTemplateSpec;
 use crate::timestamp::Timestamp;
@@ -60,6 +60,20 @@ impl Drive<'_> {
                 None => return plan,
             }
         }
+    }
+
+    /// What to apply for `plan`: its actions, completed with the whole desired state. Once a
+    /// Canary is bootstrapped every step applies the route its status calls for, changed or
+    /// not (level-triggered), so a deleted, stale or hand-edited route is put back at the next
+    /// step instead of staying broken until the weight changes. Adapters' writes are
+    /// idempotent: an unchanged route costs nothing.
+    pub fn actions(&self, plan: &Plan) -> Vec<Action> {
+        let mut actions = plan.actions.clone();
+        let bootstrapped = !matches!(plan.status.phase, None | Some(Phase::Initializing));
+        if bootstrapped && !actions.iter().any(|a| matches!(a, Action::SetRoute(_))) {
+            actions.push(Action::SetRoute(desired_route(self.settings, &plan.status)));
+        }
+        actions
     }
 
     /// Measures every metric of the analysis over its interval, starting no earlier than

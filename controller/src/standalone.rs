@@ -188,7 +188,8 @@ impl Engine {
             .plan(&self.canary.spec, &self.status, &mut obs, now)
             .await;
         let mut events = Vec::new();
-        for action in &plan.actions {
+        let actions = self.drive(&service).actions(&plan);
+        for action in &actions {
             self.apply(action, &target.spec, &plan.status, &mut events)
                 .await?;
         }
@@ -248,10 +249,13 @@ impl Engine {
                 let rendered = render(&self.route_target(), route);
                 let yaml = serde_yaml_ng::to_string(&rendered)
                     .map_err(|e| Error::Standalone(e.to_string()))?;
-                write_atomic(
-                    &self.routes.join(format!("{}-route.yaml", self.name())),
-                    &format!("# Managed by serin rollout: {route}\n{yaml}"),
-                )?;
+                let path = self.routes.join(format!("{}-route.yaml", self.name()));
+                let text = format!("# Managed by serin rollout: {route}\n{yaml}");
+                // Applied at every step: rewritten only when it differs (a missing or edited
+                // file), so the proxy does not reload an unchanged file.
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                    write_atomic(&path, &text)?;
+                }
             }
             Action::ScaleCanaryUp => self.write_backend(&canary, target.endpoints.clone())?,
             Action::ScaleCanaryToZero => self.write_backend(&canary, Vec::new())?,

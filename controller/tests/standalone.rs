@@ -366,3 +366,44 @@ async fn metrics_are_measured_from_the_last_traffic_change() {
     assert!(measured >= 2, "the release was analysed");
     w.proxy.shutdown().await;
 }
+
+/// Every step applies the whole desired state: a route file deleted or edited while nothing
+/// changes is put back at the next step (not only when the weight changes).
+#[tokio::test]
+async fn a_deleted_or_edited_route_is_put_back_at_the_next_step() {
+    let w = world().await;
+    let mut engine = w.engine(&[100.0]);
+    let mut now = Timestamp::from_unix_seconds(1_700_000_000);
+    for _ in 0..3 {
+        now = now.saturating_add(Duration::from_secs(1));
+        engine.step(now).await.unwrap();
+    }
+    assert_eq!(engine.status().phase, Some(Phase::Initialized));
+    let route = w.dir.path().join("podinfo-route.yaml");
+    let written = std::fs::read_to_string(&route).unwrap();
+    assert_eq!(w.versions().await, (200, 0));
+
+    std::fs::remove_file(&route).unwrap();
+    now = now.saturating_add(Duration::from_secs(1));
+    engine.step(now).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&route).unwrap(),
+        written,
+        "rewritten"
+    );
+
+    std::fs::write(&route, written.replace("podinfo-primary", "podinfo-canary")).unwrap();
+    now = now.saturating_add(Duration::from_secs(1));
+    engine.step(now).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&route).unwrap(),
+        written,
+        "repaired"
+    );
+    assert_eq!(
+        w.versions().await,
+        (200, 0),
+        "all traffic on the primary again"
+    );
+    w.proxy.shutdown().await;
+}

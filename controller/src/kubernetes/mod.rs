@@ -194,7 +194,7 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     };
     let plan = drive.plan(&canary.spec, &status, &mut obs, now).await;
     let mut events = plan.events.clone();
-    for action in &plan.actions {
+    for action in &drive.actions(&plan) {
         match action {
             Action::Bootstrap => world.bootstrap(&target).await?,
             Action::SetRoute(route) => world.set_route(route).await?,
