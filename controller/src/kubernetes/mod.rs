@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
 use crate::stage::{Action, Observations, Readiness, wait_before_step};
 use crate::standalone::now;
-use crate::status::CanaryStatus;
+use crate::status::{CanaryCondition, CanaryStatus, ConditionStatus};
 use crate::validation::validate;
 use crate::webhook::WebhookClient;
 
@@ -150,7 +150,8 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     let settings = match validate(&canary.spec) {
         Ok(settings) => settings,
         Err(errors) => {
-            // Nothing in the cluster changes; the event names the fields.
+            // Nothing in the cluster changes; the event and the `Valid` condition name the
+            // fields.
             let event = crate::event::invalid_spec(&errors.to_string());
             let name = format!(
                 "{}.invalid-{}",
@@ -158,6 +159,11 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
                 canary.metadata.generation.unwrap_or(0)
             );
             publish(&context, &canary, &event, &name).await;
+            let mut invalid = status.clone();
+            set_valid(&mut invalid, Some(&errors.to_string()), now);
+            if invalid != status {
+                write_status(&context.client, &canary, &invalid).await?;
+            }
             return Ok(Requeue::await_change());
         }
     };
@@ -228,8 +234,10 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
             drive.event_hooks(&plan.status, event, now).await;
         }
     }
-    if plan.status != status {
-        write_status(&context.client, &canary, &plan.status).await?;
+    let mut new_status = plan.status.clone();
+    set_valid(&mut new_status, None, now);
+    if new_status != status {
+        write_status(&context.client, &canary, &new_status).await?;
     }
     Ok(Requeue::requeue(plan.requeue_after))
 }
@@ -256,6 +264,38 @@ fn event_name(canary: &Canary, status: &CanaryStatus, index: usize) -> String {
         canary.name_any(),
         std::hash::Hasher::finish(&hasher)
     )
+}
+
+/// The condition type Serin adds to Flagger's `Promoted`: `False` (reason `InvalidSpec`, the
+/// message naming every field at fault) while the spec does not validate; removed once it does.
+pub const VALID_CONDITION: &str = "Valid";
+
+fn set_valid(status: &mut CanaryStatus, problems: Option<&str>, now: crate::timestamp::Timestamp) {
+    let previous = status
+        .conditions
+        .iter()
+        .position(|c| c.condition_type == VALID_CONDITION);
+    match (problems, previous) {
+        (None, Some(i)) => {
+            status.conditions.remove(i);
+        }
+        (None, None) => {}
+        (Some(message), previous) => {
+            let condition = CanaryCondition {
+                condition_type: VALID_CONDITION.into(),
+                status: ConditionStatus::False,
+                last_update_time: Some(now),
+                last_transition_time: Some(now),
+                reason: "InvalidSpec".into(),
+                message: message.to_owned(),
+            };
+            match previous {
+                Some(i) if status.conditions[i].message == message => {}
+                Some(i) => status.conditions[i] = condition,
+                None => status.conditions.push(condition),
+            }
+        }
+    }
 }
 
 /// Writes `Canary.status` (merge patch of the status subresource).

@@ -576,3 +576,66 @@ async fn a_controller_killed_mid_release_resumes_without_skipping_or_repeating_a
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_canary_changes_nothing_and_names_the_field() {
+    let client = client().await;
+    let ns = TestNamespace::new("e2e-invalid");
+    apply(&ns.name, podinfo());
+    apply(
+        &ns.name,
+        r#"apiVersion: serin.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+    gatewayRefs: [{name: public}]
+  analysis:
+    interval: 2s
+    threshold: 3
+    maxWeight: 150
+    stepWeight: 10
+"#,
+    );
+    let kubeconfig = controller_kubeconfig(&ns.name);
+    let _controller = spawn_controller(&kubeconfig, free_port(), &ns.name);
+    let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
+    let condition = eventually(
+        "the Valid=False condition",
+        Duration::from_secs(60),
+        || async {
+            let canary = canaries.get("podinfo").await.map_err(|e| e.to_string())?;
+            canary.data["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Valid").cloned())
+                .ok_or_else(|| format!("{:?}", canary.data.get("status")))
+        },
+    )
+    .await;
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "InvalidSpec");
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.analysis.maxWeight"), "{message}");
+    let events = events(&ns.name);
+    assert!(
+        events.iter().any(|e| e.contains("spec.analysis.maxWeight")),
+        "{events:?}"
+    );
+    // Nothing in the cluster changed: no primary, no Services, no route, the target as it was.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    assert!(
+        deployments
+            .get_opt("podinfo-primary")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let target = deployments.get("podinfo").await.unwrap();
+    assert_eq!(target.spec.unwrap().replicas, Some(2));
+    let services = kubectl(&["-n", &ns.name, "get", "services,httproutes", "-o", "name"]);
+    assert_eq!(services.trim(), "", "nothing generated");
+}
