@@ -67,18 +67,31 @@ struct Traffic {
 
 impl Traffic {
     fn start(authority: String) -> Traffic {
+        Traffic::start_with(authority, None)
+    }
+
+    /// With `header`, every other request carries it; answers to those are counted under
+    /// `"<header value>:<version>"`.
+    fn start_with(authority: String, header: Option<(&'static str, &'static str)>) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
             let http = Http::new();
             let mut versions = BTreeMap::new();
             let mut failures = Vec::new();
+            let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
-                match http.get(&authority, "/").await {
+                n += 1;
+                let with = header.filter(|_| n % 2 == 0);
+                let headers: Vec<(&str, &str)> = with.into_iter().collect();
+                match http.get_with(&authority, "/", &headers).await {
                     Ok(a) if a.status == 200 => {
-                        *versions
-                            .entry(a.version.unwrap_or_default())
-                            .or_insert(0u64) += 1;
+                        let version = a.version.unwrap_or_default();
+                        let key = match with {
+                            Some((_, value)) => format!("{value}:{version}"),
+                            None => version,
+                        };
+                        *versions.entry(key).or_insert(0u64) += 1;
                     }
                     Ok(a) => failures.push(format!("status {}", a.status)),
                     Err(e) => failures.push(e),
@@ -398,6 +411,18 @@ async fn progressive_release_steps_and_promotes_without_a_failed_request() {
         "{versions:?}"
     );
 
+    // As with Flagger: `kubectl wait` on the Promoted condition, and the printer columns.
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "wait",
+        "canaries.serin.dev/podinfo",
+        "--for=condition=promoted",
+        "--timeout=10s",
+    ]);
+    let row = kubectl(&["-n", &ns.name, "get", "canaries.serin.dev", "--no-headers"]);
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&columns[..3], ["podinfo", "Succeeded", "0"], "{row}");
     let primary = setup.deployments.get("podinfo-primary").await.unwrap();
     let image = primary.spec.unwrap().template.spec.unwrap().containers[0]
         .image
@@ -638,4 +663,74 @@ spec:
     assert_eq!(target.spec.unwrap().replicas, Some(2));
     let services = kubectl(&["-n", &ns.name, "get", "services,httproutes", "-o", "name"]);
     assert_eq!(services.trim(), "", "nothing generated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ab_testing_sends_matching_requests_to_the_canary_until_promotion() {
+    let setup = Setup::start(
+        "e2e-ab",
+        "    interval: 2s
+    threshold: 3
+    iterations: 4
+    match:
+    - headers:
+        x-canary:
+          regex: \".*insider.*\"
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {min: 99}
+      interval: 10s
+",
+    )
+    .await;
+    let ns = setup.ns.name.clone();
+    let traffic = Traffic::start_with(setup.authority.clone(), Some(("x-canary", "insider")));
+    kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    // While the analysis runs, insiders get the canary and everyone else the primary.
+    setup.wait_for_phase("Progressing").await;
+    let http = Http::new();
+    eventually("the A/B route", Duration::from_secs(30), || async {
+        let insider = http
+            .get_with(&setup.authority, "/", &[("x-canary", "insider")])
+            .await?;
+        (insider.version.as_deref() == Some("6.0.1"))
+            .then_some(())
+            .ok_or_else(|| format!("{insider:?}"))
+    })
+    .await;
+    for _ in 0..50 {
+        let insider = http
+            .get_with(&setup.authority, "/", &[("x-canary", "insider")])
+            .await
+            .unwrap();
+        let other = http.get(&setup.authority, "/").await.unwrap();
+        if setup.canaries.get("podinfo").await.unwrap().data["status"]["phase"] != "Progressing" {
+            break;
+        }
+        assert_eq!(insider.version.as_deref(), Some("6.0.1"));
+        assert_eq!(other.version.as_deref(), Some("6.0.0"));
+    }
+    setup.wait_for_phase("Succeeded").await;
+    let (versions, failures) = traffic.finish().await;
+    eprintln!("answers: {versions:?}; {} failed", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    let events = events(&ns);
+    let canary = format!("podinfo.{ns}");
+    for i in 1..=4 {
+        let expected = format!("Advance {canary} canary iteration {i}/4");
+        assert!(events.contains(&expected), "{expected:?} in {events:?}");
+    }
+    let primary = setup.deployments.get("podinfo-primary").await.unwrap();
+    let image = primary.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "ghcr.io/stefanprodan/podinfo:6.0.1");
 }
