@@ -82,7 +82,7 @@ impl Traffic {
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 n += 1;
-                let with = header.filter(|_| n % 2 == 0);
+                let with = header.filter(|_| n.is_multiple_of(2));
                 let headers: Vec<(&str, &str)> = with.into_iter().collect();
                 match http.get_with(&authority, "/", &headers).await {
                     Ok(a) if a.status == 200 => {
