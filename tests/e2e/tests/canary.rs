@@ -734,3 +734,83 @@ async fn ab_testing_sends_matching_requests_to_the_canary_until_promotion() {
         .unwrap();
     assert_eq!(image, "ghcr.io/stefanprodan/podinfo:6.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_mirroring_copies_traffic_to_the_canary_and_answers_from_the_primary() {
+    let setup = Setup::start(
+        "e2e-mirror",
+        "    interval: 2s
+    threshold: 3
+    iterations: 4
+    mirror: true
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {min: 99}
+      interval: 10s
+",
+    )
+    .await;
+    let ns = setup.ns.name.clone();
+    let traffic = Traffic::start(setup.authority.clone());
+    kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    // While mirrored, clients are answered by the primary only; the canary gets the copies
+    // (serin-proxy counts them with traffic="mirror").
+    setup.wait_for_phase("Progressing").await;
+    let metrics = format!("127.0.0.1:{}", setup.admin);
+    let http = Http::new();
+    let mirrored = eventually(
+        "mirrored requests to the canary",
+        Duration::from_secs(30),
+        || async {
+            let body = http.get(&metrics, "/metrics").await?.body;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let copies: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("serin_http_requests_total{"))
+                .filter(|l| l.contains(&format!("backend=\"{ns}/podinfo-canary\"")))
+                .filter(|l| l.contains("traffic=\"mirror\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (copies > 20.0)
+                .then_some(copies)
+                .ok_or_else(|| format!("{copies} copies"))
+        },
+    )
+    .await;
+    for _ in 0..30 {
+        let answer = http.get(&setup.authority, "/").await.unwrap();
+        let phase = setup.canaries.get("podinfo").await.unwrap().data["status"]["phase"].clone();
+        if phase != "Progressing" {
+            break;
+        }
+        assert_eq!(
+            answer.version.as_deref(),
+            Some("6.0.0"),
+            "clients get the primary's answers"
+        );
+    }
+    setup.wait_for_phase("Succeeded").await;
+    let (versions, failures) = traffic.finish().await;
+    eprintln!(
+        "answers: {versions:?}; {} failed; {mirrored} copies seen",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    let events = events(&ns);
+    let canary = format!("podinfo.{ns}");
+    for i in 1..=4 {
+        let expected = format!("Advance {canary} canary iteration {i}/4");
+        assert!(events.contains(&expected), "{expected:?} in {events:?}");
+    }
+    assert!(
+        events.contains(&format!("Promotion completed! Scaling down {canary}")),
+        "{events:?}"
+    );
+}
