@@ -242,6 +242,8 @@ pub struct Answer {
     pub status: u16,
     /// The `x-app-version` header the test app sets, if any.
     pub version: Option<String>,
+    /// The `set-cookie` headers.
+    pub set_cookies: Vec<String>,
     /// The body.
     pub body: Bytes,
 }
@@ -300,6 +302,13 @@ impl Http {
                 .get("x-app-version")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let set_cookies = response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .collect();
             let body = response
                 .into_body()
                 .collect()
@@ -309,6 +318,7 @@ impl Http {
             Ok(Answer {
                 status,
                 version,
+                set_cookies,
                 body,
             })
         };

@@ -814,3 +814,78 @@ async fn blue_green_with_mirroring_copies_traffic_to_the_canary_and_answers_from
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_keeps_a_pinned_client_on_the_new_version() {
+    let setup = Setup::start(
+        "e2e-affinity",
+        "    interval: 3s
+    threshold: 3
+    maxWeight: 50
+    stepWeight: 20
+    sessionAffinity:
+      cookieName: flagger-cookie
+      maxAge: 21600
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {min: 99}
+      interval: 10s
+",
+    )
+    .await;
+    let ns = setup.ns.name.clone();
+    let traffic = Traffic::start(setup.authority.clone());
+    kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    setup.wait_for_phase("Progressing").await;
+    // A new client lands on the canary now and then; the answer pins it with the cookie.
+    let http = Http::new();
+    let cookie = eventually(
+        "an answer from the canary with the cookie",
+        Duration::from_secs(30),
+        || async {
+            let answer = http.get(&setup.authority, "/").await?;
+            let cookie = answer
+                .set_cookies
+                .iter()
+                .find(|c| c.starts_with("flagger-cookie="))
+                .cloned();
+            match (answer.version.as_deref(), cookie) {
+                (Some("6.0.1"), Some(cookie)) => Ok(cookie),
+                (version, cookie) => Err(format!("{version:?} {cookie:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(cookie.contains("Max-Age=21600"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    // The pinned client stays on the new version at every weight of the analysis.
+    let mut pinned = 0;
+    while setup.canaries.get("podinfo").await.unwrap().data["status"]["phase"] == "Progressing" {
+        let answer = http
+            .get_with(&setup.authority, "/", &[("cookie", &pair)])
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.version.as_deref(),
+            Some("6.0.1"),
+            "pinned to the canary"
+        );
+        pinned += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pinned > 20, "{pinned} pinned requests checked");
+    setup.wait_for_phase("Succeeded").await;
+    let (versions, failures) = traffic.finish().await;
+    eprintln!(
+        "answers: {versions:?}; {} failed; {pinned} pinned requests",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+}
