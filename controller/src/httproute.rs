@@ -70,6 +70,42 @@ pub struct RouteTarget {
     pub canary: BackendTarget,
 }
 
+impl RouteTarget {
+    /// The route of a Canary named `name` in `namespace` whose spec.service is `service`:
+    /// attached to its `gatewayRefs`, for its `hosts`, splitting between `primary` and
+    /// `canary`. Standalone mode and the controller both build their target with it.
+    pub fn for_service(
+        name: String,
+        namespace: String,
+        service: Option<&crate::canary::ServiceSpec>,
+        primary: BackendTarget,
+        canary: BackendTarget,
+    ) -> RouteTarget {
+        RouteTarget {
+            name,
+            namespace,
+            parent_refs: service
+                .map(|s| {
+                    s.gateway_refs
+                        .iter()
+                        .map(|g| HttpRouteParentRefs {
+                            group: g.group.clone(),
+                            kind: g.kind.clone(),
+                            name: g.name.clone().unwrap_or_default(),
+                            namespace: g.namespace.clone(),
+                            section_name: g.section_name.clone(),
+                            port: g.port.and_then(|p| i32::try_from(p).ok()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            hostnames: service.map(|s| s.hosts.clone()).unwrap_or_default(),
+            primary,
+            canary,
+        }
+    }
+}
+
 /// The HTTPRoute for `route`.
 pub fn render(target: &RouteTarget, route: &Route) -> HttpRoute {
     let mut rules = Vec::new();

@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway_api::experimental::httproutes::HttpRouteParentRefs;
 use kube::api::ObjectMeta;
 use serin_proxy::config::{Backend, BackendEndpoint, BackendSpec, ObjectKey, load_path};
 
@@ -276,29 +275,13 @@ impl Engine {
     }
 
     fn route_target(&self) -> RouteTarget {
-        let service = self.canary.spec.service.as_ref();
-        RouteTarget {
-            name: self.name().to_owned(),
-            namespace: self.namespace().to_owned(),
-            parent_refs: service
-                .map(|s| {
-                    s.gateway_refs
-                        .iter()
-                        .map(|g| HttpRouteParentRefs {
-                            group: g.group.clone(),
-                            kind: g.kind.clone(),
-                            name: g.name.clone().unwrap_or_default(),
-                            namespace: g.namespace.clone(),
-                            section_name: g.section_name.clone(),
-                            port: g.port.and_then(|p| i32::try_from(p).ok()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            hostnames: service.map(|s| s.hosts.clone()).unwrap_or_default(),
-            primary: BackendTarget::backend(format!("{}-primary", self.target())),
-            canary: BackendTarget::backend(format!("{}-canary", self.target())),
-        }
+        RouteTarget::for_service(
+            self.name().to_owned(),
+            self.namespace().to_owned(),
+            self.canary.spec.service.as_ref(),
+            BackendTarget::backend(format!("{}-primary", self.target())),
+            BackendTarget::backend(format!("{}-canary", self.target())),
+        )
     }
 
     fn read_backend(&self, name: &str) -> Result<Option<Backend>> {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 
-use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
@@ -299,30 +299,14 @@ impl<'a> Workload<'a> {
 
     /// Applies the HTTPRoute `<apex>` for `route`.
     pub async fn set_route(&self, route: &Route) -> Result<()> {
-        let service = self.canary.spec.service.as_ref();
         let port = self.settings_port();
-        let target = RouteTarget {
-            name: self.apex(),
-            namespace: self.namespace.clone(),
-            parent_refs: service
-                .map(|s| {
-                    s.gateway_refs
-                        .iter()
-                        .map(|g| HttpRouteParentRefs {
-                            group: g.group.clone(),
-                            kind: g.kind.clone(),
-                            name: g.name.clone().unwrap_or_default(),
-                            namespace: g.namespace.clone(),
-                            section_name: g.section_name.clone(),
-                            port: g.port.and_then(|p| i32::try_from(p).ok()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            hostnames: service.map(|s| s.hosts.clone()).unwrap_or_default(),
-            primary: BackendTarget::service(format!("{}-primary", self.apex()), port),
-            canary: BackendTarget::service(format!("{}-canary", self.apex()), port),
-        };
+        let target = RouteTarget::for_service(
+            self.apex(),
+            self.namespace.clone(),
+            self.canary.spec.service.as_ref(),
+            BackendTarget::service(format!("{}-primary", self.apex()), port),
+            BackendTarget::service(format!("{}-canary", self.apex()), port),
+        );
         let mut rendered: HttpRoute = render(&target, route);
         rendered.metadata.owner_references = Some(vec![self.owner()?]);
         let object = serde_json::to_value(&rendered).map_err(|e| Error::Cluster(e.to_string()))?;

@@ -118,6 +118,27 @@ async fn phase(api: &Api<DynamicObject>) -> Result<(String, DynamicObject), Stri
     Ok((phase, canary))
 }
 
+/// Starts a release: `kubectl set image` of the podinfo Deployment to `tag`.
+fn release(namespace: &str, tag: &str) {
+    kubectl(&[
+        "-n",
+        namespace,
+        "set",
+        "image",
+        "deployment/podinfo",
+        &format!("podinfod=ghcr.io/stefanprodan/podinfo:{tag}"),
+    ]);
+}
+
+/// The weights of the `Advance <canary> canary weight N` events, in order.
+fn advances(events: &[String], canary: &str) -> Vec<u32> {
+    let prefix = format!("Advance {canary} canary weight ");
+    events
+        .iter()
+        .filter_map(|e| e.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
 /// The messages of the Events serin-controller recorded in `namespace`, oldest first.
 fn events(namespace: &str) -> Vec<String> {
     let out = kubectl(&[
@@ -386,14 +407,7 @@ async fn progressive_release_steps_and_promotes_without_a_failed_request() {
     let ns = &setup.ns;
     let traffic = Traffic::start(setup.authority.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    kubectl(&[
-        "-n",
-        &ns.name,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    release(&ns.name, "6.0.1");
     setup.wait_for_phase("Succeeded").await;
     let (versions, failures) = traffic.finish().await;
     eprintln!(
@@ -457,14 +471,7 @@ async fn progressive_release_steps_and_promotes_without_a_failed_request() {
     assert!(
         initialized < detected && detected < started && started < copying && copying < completed
     );
-    let weights: Vec<u32> = events
-        .iter()
-        .filter_map(|e| {
-            e.strip_prefix(&format!("Advance {canary} canary weight "))?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let weights = advances(&events, &canary);
     assert_eq!(weights, [10, 20, 30, 40, 50], "{events:?}");
 }
 
@@ -541,14 +548,7 @@ async fn a_controller_killed_mid_release_resumes_without_skipping_or_repeating_a
     let mut setup = Setup::start("e2e-crash", ANALYSIS).await;
     let ns = setup.ns.name.clone();
     let traffic = Traffic::start(setup.authority.clone());
-    kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    release(&ns, "6.0.1");
     // Six kills at random points of the release (steps are 2 s apart; a step's writes take
     // milliseconds, so some kills fall between a route write and the status write).
     let mut kills = Vec::new();
@@ -574,14 +574,7 @@ async fn a_controller_killed_mid_release_resumes_without_skipping_or_repeating_a
     let events = events(&ns);
     eprintln!("events:\n{}", events.join("\n"));
     let canary = format!("podinfo.{ns}");
-    let weights: Vec<u32> = events
-        .iter()
-        .filter_map(|e| {
-            e.strip_prefix(&format!("Advance {canary} canary weight "))?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let weights = advances(&events, &canary);
     assert_eq!(
         weights,
         [10, 20, 30, 40, 50],
@@ -685,14 +678,7 @@ async fn ab_testing_sends_matching_requests_to_the_canary_until_promotion() {
     .await;
     let ns = setup.ns.name.clone();
     let traffic = Traffic::start_with(setup.authority.clone(), Some(("x-canary", "insider")));
-    kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    release(&ns, "6.0.1");
     // While the analysis runs, insiders get the canary and everyone else the primary.
     setup.wait_for_phase("Progressing").await;
     let http = Http::new();
@@ -752,14 +738,7 @@ async fn blue_green_with_mirroring_copies_traffic_to_the_canary_and_answers_from
     .await;
     let ns = setup.ns.name.clone();
     let traffic = Traffic::start(setup.authority.clone());
-    kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    release(&ns, "6.0.1");
     // While mirrored, clients are answered by the primary only; the canary gets the copies
     // (serin-proxy counts them with traffic="mirror").
     setup.wait_for_phase("Progressing").await;
@@ -835,14 +814,7 @@ async fn session_affinity_keeps_a_pinned_client_on_the_new_version() {
     .await;
     let ns = setup.ns.name.clone();
     let traffic = Traffic::start(setup.authority.clone());
-    kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    release(&ns, "6.0.1");
     setup.wait_for_phase("Progressing").await;
     // A new client lands on the canary now and then; the answer pins it with the cookie.
     let http = Http::new();
