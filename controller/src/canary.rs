@@ -142,6 +142,17 @@ pub struct CanarySpec {
     pub suspend: bool,
 }
 
+impl CanarySpec {
+    /// The apex Service's name: `spec.service.name`, else the target's (`target`). The
+    /// primary and canary Services (or Backends) are `<apex>-primary` and `<apex>-canary`.
+    pub fn apex_service(&self, target: &str) -> String {
+        self.service
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| target.to_owned())
+    }
+}
+
 /// Reference to the target workload.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -206,12 +206,7 @@ impl Engine {
 
     /// The apex Service name: `spec.service.name`, else the target's.
     fn service(&self) -> String {
-        self.canary
-            .spec
-            .service
-            .as_ref()
-            .and_then(|s| s.name.clone())
-            .unwrap_or_else(|| self.target().to_owned())
+        self.canary.spec.apex_service(self.target())
     }
 
     fn drive<'a>(&'a self, service: &'a str) -> Drive<'a> {

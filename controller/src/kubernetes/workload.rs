@@ -65,12 +65,7 @@ impl<'a> Workload<'a> {
 
     /// The apex Service's name: `spec.service.name`, else the target's.
     pub fn apex(&self) -> String {
-        self.canary
-            .spec
-            .service
-            .as_ref()
-            .and_then(|s| s.name.clone())
-            .unwrap_or_else(|| self.target().to_owned())
+        self.canary.spec.apex_service(self.target())
     }
 
     fn deployments(&self) -> Api<Deployment> {
