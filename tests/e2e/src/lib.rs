@@ -206,6 +206,79 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A Gateway of one test served by a serin-proxy of its own: a GatewayClass with
+/// `controllerName: serin.dev/gateway`, the Gateway `public` in the test's namespace with one
+/// HTTP listener on a free 127.0.0.1 port, and `serin-proxy --kubernetes` for that class. The
+/// proxy is stopped and the class deleted when dropped.
+pub struct ProxyGateway {
+    _proxy: ChildGuard,
+    _class: ClusterObject,
+    /// The listener's port on 127.0.0.1.
+    pub listener: u16,
+    /// The proxy's admin port on 127.0.0.1 (`/metrics`).
+    pub admin: u16,
+}
+
+impl ProxyGateway {
+    /// Applies the GatewayClass and the Gateway `public` in `namespace`, and starts the proxy.
+    pub fn start(namespace: &str) -> ProxyGateway {
+        let listener = free_port();
+        let admin = free_port();
+        let class = ClusterObject::new("gatewayclass", namespace);
+        apply(
+            namespace,
+            &format!(
+                r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: {class}
+spec:
+  controllerName: serin.dev/gateway
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: public
+spec:
+  gatewayClassName: {class}
+  listeners:
+  - {{name: http, port: {listener}, protocol: HTTP}}
+"#,
+                class = class.name
+            ),
+        );
+        let proxy = ChildGuard(
+            Command::new(binary("serin-proxy"))
+                .args(["--kubernetes", "--gateway-class", &class.name])
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--admin",
+                    &format!("127.0.0.1:{admin}"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("starting serin-proxy"),
+        );
+        ProxyGateway {
+            _proxy: proxy,
+            _class: class,
+            listener,
+            admin,
+        }
+    }
+
+    /// `127.0.0.1:<listener>`.
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.listener)
+    }
+
+    /// `127.0.0.1:<admin>`.
+    pub fn admin_authority(&self) -> String {
+        format!("127.0.0.1:{}", self.admin)
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

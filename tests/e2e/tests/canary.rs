@@ -3,7 +3,7 @@
 //! proxy, and a release started with `kubectl set image`.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use serin_e2e::{
-    ChildGuard, ClusterObject, Http, TestNamespace, apply, binary, client, eventually, free_port,
+    ChildGuard, Http, ProxyGateway, TestNamespace, apply, binary, client, eventually, free_port,
     kubeconfig, kubectl, repo_root,
 };
 
@@ -223,16 +223,24 @@ fn the_controllers_cluster_role_grants_what_it_needs_and_no_more() {
     }
 }
 
-/// The Canary analysis the tests release with: a step every 2 s, the built-in success rate.
-const ANALYSIS: &str = "    interval: 2s
+/// A Canary analysis (YAML indented four spaces): a step every `interval`, threshold 3, the
+/// `strategy` lines, and the built-in success rate (at least 99% over 10 s) as its check.
+fn analysis(interval: &str, strategy: &str) -> String {
+    format!(
+        "    interval: {interval}
     threshold: 3
-    maxWeight: 50
-    stepWeight: 10
-    metrics:
+{strategy}    metrics:
     - name: request-success-rate
-      thresholdRange: {min: 99}
+      thresholdRange: {{min: 99}}
       interval: 10s
-";
+"
+    )
+}
+
+/// The weighted analysis most tests release with: 10% steps every 2 s up to 50%.
+fn weighted() -> String {
+    analysis("2s", "    maxWeight: 50\n    stepWeight: 10\n")
+}
 
 /// A release under way: the podinfo Deployment with its Canary (Initialized), serin-proxy
 /// serving its Gateway, serin-controller; everything removed when dropped.
@@ -241,10 +249,8 @@ struct Setup {
     canaries: Api<DynamicObject>,
     deployments: Api<Deployment>,
     authority: String,
-    admin: u16,
     kubeconfig: std::path::PathBuf,
-    _class: ClusterObject,
-    _proxy: ChildGuard,
+    gateway: ProxyGateway,
     controller: ChildGuard,
 }
 
@@ -262,36 +268,18 @@ fn spawn_controller(kubeconfig: &std::path::Path, admin: u16, namespace: &str) -
 }
 
 impl Setup {
-    /// Starts everything in a namespace named after `prefix`, with `analysis` (YAML indented
+    /// Starts everything in a namespace named after `prefix`, with `spec_analysis` (YAML indented
     /// four spaces) as the Canary's `spec.analysis`, and waits for the Canary to be
     /// Initialized and the proxy to serve the primary.
-    async fn start(prefix: &str, analysis: &str) -> Setup {
+    async fn start(prefix: &str, spec_analysis: &str) -> Setup {
         let client = client().await;
         let ns = TestNamespace::new(prefix);
-        let listener = free_port();
-        let admin = free_port();
-        let class = ClusterObject::new("gatewayclass", &ns.name);
         apply(&ns.name, podinfo());
+        let gateway = ProxyGateway::start(&ns.name);
         apply(
             &ns.name,
             &format!(
-                r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: {class}
-spec:
-  controllerName: serin.dev/gateway
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: public
-spec:
-  gatewayClassName: {class}
-  listeners:
-  - {{name: http, port: {listener}, protocol: HTTP}}
----
-apiVersion: serin.dev/v1alpha1
+                r#"apiVersion: serin.dev/v1alpha1
 kind: Canary
 metadata:
   name: podinfo
@@ -306,26 +294,12 @@ spec:
     gatewayRefs:
     - name: public
   analysis:
-{analysis}"#,
-                class = class.name
+{spec_analysis}"#
             ),
-        );
-        let proxy = ChildGuard(
-            Command::new(binary("serin-proxy"))
-                .args(["--kubernetes", "--gateway-class", &class.name])
-                .args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--admin",
-                    &format!("127.0.0.1:{admin}"),
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("starting serin-proxy"),
         );
         // The controller runs as its ServiceAccount of deploy/rbac: least privilege, proven.
         let kubeconfig = controller_kubeconfig(&ns.name);
-        let controller = spawn_controller(&kubeconfig, admin, &ns.name);
+        let controller = spawn_controller(&kubeconfig, gateway.admin, &ns.name);
         let canaries =
             Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
         eventually(
@@ -339,7 +313,7 @@ spec:
             },
         )
         .await;
-        let authority = format!("127.0.0.1:{listener}");
+        let authority = gateway.authority();
         let http = Http::new();
         eventually(
             "the proxy serving the primary",
@@ -364,10 +338,8 @@ spec:
             canaries,
             deployments,
             authority,
-            admin,
             kubeconfig,
-            _class: class,
-            _proxy: proxy,
+            gateway,
             controller,
         }
     }
@@ -376,7 +348,7 @@ spec:
     fn kill_and_restart_controller(&mut self) {
         let _ = self.controller.0.kill();
         let _ = self.controller.0.wait();
-        self.controller = spawn_controller(&self.kubeconfig, self.admin, &self.ns.name);
+        self.controller = spawn_controller(&self.kubeconfig, self.gateway.admin, &self.ns.name);
     }
 
     /// Waits for the Canary to reach phase `want`; fails when it ends otherwise.
@@ -403,7 +375,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progressive_release_steps_and_promotes_without_a_failed_request() {
-    let setup = Setup::start("e2e-canary", ANALYSIS).await;
+    let setup = Setup::start("e2e-canary", &weighted()).await;
     let ns = &setup.ns;
     let traffic = Traffic::start(setup.authority.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -477,7 +449,7 @@ async fn progressive_release_steps_and_promotes_without_a_failed_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_release_halts_and_rolls_back() {
-    let setup = Setup::start("e2e-rollback", ANALYSIS).await;
+    let setup = Setup::start("e2e-rollback", &weighted()).await;
     let ns = &setup.ns;
     let traffic = Traffic::start(setup.authority.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -545,7 +517,7 @@ async fn a_failing_release_halts_and_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_mid_release_resumes_without_skipping_or_repeating_a_step() {
-    let mut setup = Setup::start("e2e-crash", ANALYSIS).await;
+    let mut setup = Setup::start("e2e-crash", &weighted()).await;
     let ns = setup.ns.name.clone();
     let traffic = Traffic::start(setup.authority.clone());
     release(&ns, "6.0.1");
@@ -662,18 +634,15 @@ spec:
 async fn ab_testing_sends_matching_requests_to_the_canary_until_promotion() {
     let setup = Setup::start(
         "e2e-ab",
-        "    interval: 2s
-    threshold: 3
-    iterations: 4
+        &analysis(
+            "2s",
+            "    iterations: 4
     match:
     - headers:
         x-canary:
           regex: \".*insider.*\"
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {min: 99}
-      interval: 10s
 ",
+        ),
     )
     .await;
     let ns = setup.ns.name.clone();
@@ -725,15 +694,7 @@ async fn ab_testing_sends_matching_requests_to_the_canary_until_promotion() {
 async fn blue_green_with_mirroring_copies_traffic_to_the_canary_and_answers_from_the_primary() {
     let setup = Setup::start(
         "e2e-mirror",
-        "    interval: 2s
-    threshold: 3
-    iterations: 4
-    mirror: true
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {min: 99}
-      interval: 10s
-",
+        &analysis("2s", "    iterations: 4\n    mirror: true\n"),
     )
     .await;
     let ns = setup.ns.name.clone();
@@ -742,7 +703,7 @@ async fn blue_green_with_mirroring_copies_traffic_to_the_canary_and_answers_from
     // While mirrored, clients are answered by the primary only; the canary gets the copies
     // (serin-proxy counts them with traffic="mirror").
     setup.wait_for_phase("Progressing").await;
-    let metrics = format!("127.0.0.1:{}", setup.admin);
+    let metrics = setup.gateway.admin_authority();
     let http = Http::new();
     let mirrored = eventually(
         "mirrored requests to the canary",
@@ -798,18 +759,15 @@ async fn blue_green_with_mirroring_copies_traffic_to_the_canary_and_answers_from
 async fn session_affinity_keeps_a_pinned_client_on_the_new_version() {
     let setup = Setup::start(
         "e2e-affinity",
-        "    interval: 3s
-    threshold: 3
-    maxWeight: 50
+        &analysis(
+            "3s",
+            "    maxWeight: 50
     stepWeight: 20
     sessionAffinity:
       cookieName: flagger-cookie
       maxAge: 21600
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {min: 99}
-      interval: 10s
 ",
+        ),
     )
     .await;
     let ns = setup.ns.name.clone();

@@ -3,7 +3,7 @@
 //! controller, and traffic reaches those processes — directly and through serin-proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,8 +16,8 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serin_e2e::{
-    ChildGuard, ClusterObject, Http, TestNamespace, apply, binary, client, eventually, free_port,
-    kubectl, pod_ip, pod_pids, pod_ready, pods, process_alive, process_rss_kib,
+    Http, ProxyGateway, TestNamespace, apply, client, eventually, kubectl, pod_ip, pod_pids,
+    pod_ready, pods, process_alive, process_rss_kib,
 };
 
 /// The seeds' podinfo Deployment (image, ports, probes), with `replicas` and the given tag.
@@ -112,6 +112,34 @@ async fn ready_endpoints(client: &Client, ns: &str, service: &str) -> BTreeSet<S
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
         .flat_map(|e| e.addresses.iter().cloned())
         .collect()
+}
+
+/// Waits up to `timeout` until none of `pids` is alive and, with a `selector`, no Pod
+/// matches it.
+async fn processes_gone(
+    client: &Client,
+    ns: &str,
+    selector: Option<&str>,
+    pids: &[u32],
+    timeout: Duration,
+) {
+    eventually(
+        "the Pods and their processes to be gone",
+        timeout,
+        || async {
+            let left = match selector {
+                Some(selector) => pods(client, ns, selector).await.len(),
+                None => 0,
+            };
+            let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+            if left == 0 && alive.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left} Pods, live processes {alive:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 fn in_pod_range(ip: &str) -> bool {
@@ -320,23 +348,7 @@ async fn set_image_rolls_the_deployment_without_a_failed_request() {
     );
 
     // The old Pods' processes are gone.
-    eventually(
-        "the old Pods' processes to exit",
-        Duration::from_secs(30),
-        || async {
-            let alive: Vec<u32> = old_pids
-                .iter()
-                .copied()
-                .filter(|&p| process_alive(p))
-                .collect();
-            if alive.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{alive:?}"))
-            }
-        },
-    )
-    .await;
+    processes_gone(&client, &ns.name, None, &old_pids, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,18 +460,12 @@ async fn a_pod_failing_readiness_leaves_the_endpointslice_and_deletion_leaves_no
         "podinfo",
         "--wait=true",
     ]);
-    eventually(
-        "the Pods and their processes to be gone",
+    processes_gone(
+        &client,
+        &ns.name,
+        Some("app=podinfo"),
+        &pids,
         Duration::from_secs(60),
-        || async {
-            let left = pods(&client, &ns.name, "app=podinfo").await.len();
-            let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
-            if left == 0 && alive.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left} Pods, live processes {alive:?}"))
-            }
-        },
     )
     .await;
 }
@@ -580,29 +586,10 @@ async fn serin_proxy_routes_to_the_pods_behind_a_service() {
     let client = client().await;
     let ns = TestNamespace::new("e2e-proxy");
     apply(&ns.name, &podinfo("podinfo", "6.0.0", 2));
-    let listener = free_port();
-    let admin = free_port();
-    let class = ClusterObject::new("gatewayclass", &ns.name);
+    let gateway = ProxyGateway::start(&ns.name);
     apply(
         &ns.name,
-        &format!(
-            r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: {class}
-spec:
-  controllerName: serin.dev/gateway
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: public
-spec:
-  gatewayClassName: {class}
-  listeners:
-  - {{name: http, port: {listener}, protocol: HTTP}}
----
-apiVersion: gateway.networking.k8s.io/v1
+        r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
   name: podinfo
@@ -611,28 +598,12 @@ spec:
   - name: public
   rules:
   - backendRefs:
-    - {{name: podinfo, port: 9898}}
+    - {name: podinfo, port: 9898}
 "#,
-            class = class.name
-        ),
     );
     wait_available(&client, &ns.name, "podinfo", 2).await;
-    let _proxy = ChildGuard(
-        Command::new(binary("serin-proxy"))
-            .args([
-                "--kubernetes",
-                "--gateway-class",
-                &class.name,
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args(["--admin", &format!("127.0.0.1:{admin}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting serin-proxy"),
-    );
     let http = Http::new();
-    let authority = format!("127.0.0.1:{listener}");
+    let authority = gateway.authority();
     eventually(
         "serin-proxy to route to the Pods",
         Duration::from_secs(30),
