@@ -235,12 +235,12 @@ fn rollout(dir: &Path, routes: &Path, admin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// An admin address nothing listens on.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    drop(listener);
-    address
+/// An admin address that refuses connections while the guard lives: bound, so no
+/// parallel test can take it, but never listening.
+fn refusing_address() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().to_string(), socket)
 }
 
 fn stderr_text(output: &Output) -> String {
@@ -251,7 +251,7 @@ fn stderr_text(output: &Output) -> String {
 fn rollout_without_its_routing_directory_exits_64_naming_it() {
     let dir = rollout_dir(false);
     let missing = dir.path().join("no-such-dir");
-    let output = rollout(dir.path(), &missing, &closed_port());
+    let output = rollout(dir.path(), &missing, &refusing_address().0);
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     let stderr = stderr_text(&output);
     assert!(
@@ -263,7 +263,11 @@ fn rollout_without_its_routing_directory_exits_64_naming_it() {
 #[test]
 fn rollout_without_its_target_backend_exits_64_naming_it() {
     let dir = rollout_dir(false);
-    let output = rollout(dir.path(), &dir.path().join("routes"), &closed_port());
+    let output = rollout(
+        dir.path(),
+        &dir.path().join("routes"),
+        &refusing_address().0,
+    );
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     let stderr = stderr_text(&output);
     assert!(
@@ -275,7 +279,7 @@ fn rollout_without_its_target_backend_exits_64_naming_it() {
 #[test]
 fn rollout_with_an_unreachable_proxy_admin_exits_1_naming_it() {
     let dir = rollout_dir(true);
-    let admin = closed_port();
+    let (admin, _refusing) = refusing_address();
     let output = rollout(dir.path(), &dir.path().join("routes"), &admin);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = stderr_text(&output);
@@ -289,7 +293,11 @@ fn rollout_with_an_unreachable_proxy_admin_exits_1_naming_it() {
 fn rollout_with_an_unreadable_canary_exits_64() {
     let dir = rollout_dir(true);
     std::fs::write(dir.path().join("canary.yaml"), "kind: Canary\nspec: [\n").unwrap();
-    let output = rollout(dir.path(), &dir.path().join("routes"), &closed_port());
+    let output = rollout(
+        dir.path(),
+        &dir.path().join("routes"),
+        &refusing_address().0,
+    );
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(stderr_text(&output).contains("--canary"), "{output:?}");
 }

@@ -258,7 +258,7 @@ async fn empty_results_nan_api_errors_and_unreachable_servers() {
         }
         other => panic!("expected an error, got {other:?}"),
     }
-    let dead = dead_address();
+    let (dead, _refusing) = dead_address();
     match provider.run(&format!("http://{dead}"), "vector(1)").await {
         MetricValue::Error(message) => {
             let expected = format!("request to http://{dead}/api/v1/query failed: ");

@@ -142,7 +142,7 @@ async fn an_unreachable_replica_is_an_error_naming_it() {
     let primary = Backend::start(0, Duration::ZERO).await;
     let canary = Backend::start(0, Duration::ZERO).await;
     let proxy = Proxy::start((&primary, 0), (&canary, 100)).await;
-    let dead = dead_address();
+    let (dead, _refusing) = dead_address();
     let provider = provider(&[proxy.admin(), dead.clone()]);
     let success = check(MetricKind::RequestSuccessRate);
     let t0 = Instant::now();
@@ -231,7 +231,7 @@ async fn providers_route_each_metric_to_its_provider() {
     builtin.scrape().await.unwrap_or_else(|err| panic!("{err}"));
     proxy.send(20, 5).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let prometheus_address = dead_address();
+    let (prometheus_address, _refusing) = dead_address();
     let providers = Providers::new(
         Some(builtin),
         PrometheusProvider::new().with_default_address(format!("http://{prometheus_address}")),

@@ -212,7 +212,8 @@ async fn a_hanging_hook_fails_after_its_timeout() {
 async fn connection_errors_fail_saying_so() {
     let status = status();
     let client = HttpWebhookClient::new();
-    let url = format!("http://{}/hook", dead_address());
+    let (dead, _refusing) = dead_address();
+    let url = format!("http://{dead}/hook");
     let refused = hook(url.clone(), HookType::Rollout, None);
     let payload = WebhookPayload::new("podinfo", "test", Phase::Progressing, &status, &refused);
     let message = failure(client.call(&refused, &payload).await);

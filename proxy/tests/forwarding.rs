@@ -287,7 +287,7 @@ async fn invalid_changes_are_rejected_and_the_last_good_table_serves() {
 #[tokio::test]
 async fn connect_errors_are_502_and_timeouts_504_counted_for_the_backend() {
     let a = TestBackend::start("a").await;
-    let dead_port = free_port();
+    let (dead_port, _refusing) = refusing_port();
     let port = free_port();
     let route = r#"
 apiVersion: gateway.networking.k8s.io/v1

@@ -137,9 +137,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An address nothing listens on.
-pub fn dead_address() -> String {
-    format!("127.0.0.1:{}", free_port())
+/// An address that refuses connections while the returned socket lives: bound, so no
+/// parallel test's server can take the port, but never listening.
+pub fn dead_address() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().to_string(), socket)
 }
 
 /// A serin-proxy serving the `test/podinfo` route: `podinfo-primary` and `podinfo-canary`

@@ -179,6 +179,17 @@ pub async fn hanging_server() -> (u16, tokio::task::JoinHandle<()>) {
     (port, task)
 }
 
+/// A port that refuses connections for as long as the guard lives: the socket is bound
+/// (so no other test can take the port) but never listens, so a connect is answered
+/// with a reset. A port that was merely free a moment ago may be taken by a parallel
+/// test's server before the proxy dials it.
+pub fn refusing_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (port, socket)
+}
+
 /// A port that was free a moment ago (Gateway listeners need a fixed port number).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
