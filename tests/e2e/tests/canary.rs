@@ -164,7 +164,7 @@ fn events(namespace: &str) -> Vec<String> {
 
 /// A kubeconfig for the test cluster that authenticates as the `serin-controller`
 /// ServiceAccount of `deploy/rbac/serin-controller.yaml` (applied here), in a file of the test's
-/// own.
+/// own under the cluster's directory (so `down` removes it with the cluster).
 fn controller_kubeconfig(test: &str) -> std::path::PathBuf {
     let rbac = std::fs::read_to_string(repo_root().join("deploy/rbac/serin-controller.yaml"))
         .expect("deploy/rbac/serin-controller.yaml");
@@ -185,7 +185,9 @@ fn controller_kubeconfig(test: &str) -> std::path::PathBuf {
         config.contains(token.trim()),
         "the kubeconfig has a token line"
     );
-    let path = std::env::temp_dir().join(format!("{test}-controller.kubeconfig"));
+    let dir = serin_e2e::cluster_dir().join("e2e");
+    std::fs::create_dir_all(&dir).expect("creating the cluster's e2e directory");
+    let path = dir.join(format!("{test}-controller.kubeconfig"));
     std::fs::write(&path, config).expect("writing the controller's kubeconfig");
     path
 }
