@@ -9,14 +9,16 @@
 //! the effect of once). The next step is requeued after the analysis interval; changes to the
 //! Canary, its target or its primary Deployment reconcile at once.
 
+pub mod configs;
 pub mod workload;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
@@ -39,6 +41,7 @@ use crate::status::{CanaryCondition, CanaryStatus, ConditionStatus};
 use crate::validation::validate;
 use crate::webhook::WebhookClient;
 
+use self::configs::{ConfigKind, TrackedConfigs};
 use self::workload::{FIELD_MANAGER, Workload, readiness, revision};
 
 /// What every reconcile shares.
@@ -53,6 +56,9 @@ pub struct Context {
     pub instance: String,
     /// Only Canaries of this namespace, when set (else every namespace).
     pub namespace: Option<String>,
+    /// The configs each Canary's target tracks (`configmap/<name>`), as its last reconcile
+    /// read them: a change to one of them reconciles the Canary.
+    tracked: Mutex<HashMap<ObjectRef<Canary>, BTreeSet<String>>>,
 }
 
 impl Context {
@@ -69,6 +75,7 @@ impl Context {
         Context {
             instance,
             namespace: None,
+            tracked: Mutex::default(),
             client,
             provider,
             webhooks,
@@ -81,6 +88,32 @@ impl Context {
     pub fn in_namespace(mut self, namespace: Option<String>) -> Context {
         self.namespace = namespace;
         self
+    }
+
+    fn track(&self, canary: &Canary, keys: BTreeSet<String>) {
+        let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        let key = ObjectRef::from_obj(canary);
+        if keys.is_empty() {
+            tracked.remove(&key);
+        } else {
+            tracked.insert(key, keys);
+        }
+    }
+
+    /// The Canaries of `namespace` whose targets track the config `kind`/`name`.
+    fn tracking(
+        &self,
+        kind: ConfigKind,
+        namespace: Option<String>,
+        name: &str,
+    ) -> Vec<ObjectRef<Canary>> {
+        let key = format!("{}/{name}", kind.key_prefix());
+        let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        tracked
+            .iter()
+            .filter(|(canary, keys)| canary.namespace == namespace && keys.contains(&key))
+            .map(|(canary, _)| canary.clone())
+            .collect()
     }
 
     fn api<K>(&self) -> Api<K>
@@ -121,6 +154,23 @@ pub async fn run(context: Arc<Context>) {
                     .collect::<Vec<_>>()
             },
         )
+        // A change to a tracked ConfigMap or Secret reconciles the Canaries tracking it.
+        .watches(context.api::<ConfigMap>(), watcher::Config::default(), {
+            let context = context.clone();
+            move |config| {
+                context.tracking(
+                    ConfigKind::ConfigMap,
+                    config.namespace(),
+                    &config.name_any(),
+                )
+            }
+        })
+        .watches(context.api::<Secret>(), watcher::Config::default(), {
+            let context = context.clone();
+            move |secret| {
+                context.tracking(ConfigKind::Secret, secret.namespace(), &secret.name_any())
+            }
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -147,6 +197,9 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     let namespace = canary.namespace().unwrap_or_else(|| "default".into());
     let status = canary.status.clone().unwrap_or_default();
     let now = now();
+    if let Some(requeue) = finalize(&canary, &context).await? {
+        return Ok(requeue);
+    }
     let settings = match validate(&canary.spec) {
         Ok(settings) => settings,
         Err(errors) => {
@@ -173,11 +226,16 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     }
     let world = Workload::new(context.client.clone(), &canary, &settings);
     let target = world.target_deployment().await?;
+    let configs = match target.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+        Some(pod) => TrackedConfigs::read(&context.client, &namespace, pod).await?,
+        None => TrackedConfigs::default(),
+    };
+    context.track(&canary, configs.keys());
     let primary = world.primary_deployment().await?;
     let mut obs = Observations {
         name: name.clone(),
         namespace: namespace.clone(),
-        revision: revision(&target),
+        revision: revision(&target, &configs),
         primary: primary.as_ref().map_or_else(
             || Readiness::not_ready("the primary Deployment does not exist yet"),
             readiness,
@@ -202,7 +260,7 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     let mut events = plan.events.clone();
     for action in &drive.actions(&plan) {
         match action {
-            Action::Bootstrap => world.bootstrap(&target).await?,
+            Action::Bootstrap => world.bootstrap(&target, &configs).await?,
             Action::SetRoute(route) => world.set_route(route).await?,
             Action::ScaleCanaryUp => {
                 if target.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
@@ -210,7 +268,7 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
                 }
             }
             Action::ScaleCanaryToZero => world.scale_target(0).await?,
-            Action::PromotePrimary => world.promote(&target).await?,
+            Action::PromotePrimary => world.promote(&target, &configs).await?,
             Action::RunPostRolloutHooks { phase } => {
                 events.extend(drive.post_rollout_hooks(*phase, &plan.status).await);
             }
@@ -240,6 +298,77 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
         write_status(&context.client, &canary, &new_status).await?;
     }
     Ok(Requeue::requeue(plan.requeue_after))
+}
+
+/// The finalizer a Canary carries while `spec.revertOnDeletion` is set.
+pub const FINALIZER: &str = "serin.dev/revert-on-deletion";
+
+/// Keeps [`FINALIZER`] in step with `spec.revertOnDeletion`, and reverts a Canary being
+/// deleted that carries it ([`Workload::revert`]) before letting it go. `Some`: the reconcile
+/// ends here (the Canary is being deleted, or its finalizers just changed).
+async fn finalize(canary: &Canary, context: &Context) -> Result<Option<Requeue>> {
+    let finalizers = canary.finalizers();
+    let carries = finalizers.iter().any(|f| f == FINALIZER);
+    let deleting = canary.metadata.deletion_timestamp.is_some();
+    let wanted = canary.spec.revert_on_deletion && !deleting;
+    if deleting
+        && carries
+        && let Ok(settings) = validate(&canary.spec)
+    {
+        let world = Workload::new(context.client.clone(), canary, &settings);
+        let since = canary
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second());
+        let patience_over = now().unix_seconds() - since > 30;
+        if !world.revert(patience_over).await? {
+            return Ok(Some(Requeue::requeue(Duration::from_secs(2))));
+        }
+        let event = Event::normal(format!(
+            "Canary {}.{} deleted: {} serves again",
+            canary.name_any(),
+            canary.namespace().unwrap_or_default(),
+            settings.target
+        ));
+        publish(
+            context,
+            canary,
+            &event,
+            &format!("{}.reverted", canary.name_any()),
+        )
+        .await;
+    }
+    if carries == wanted {
+        return Ok(deleting.then(Requeue::await_change));
+    }
+    let mut list: Vec<String> = finalizers
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if wanted {
+        list.push(FINALIZER.to_owned());
+    }
+    let namespace = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    // The resourceVersion makes the write conditional: another writer's finalizer is never
+    // lost to a stale list.
+    Api::<Canary>::namespaced(context.client.clone(), &namespace)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "finalizers": list,
+                "resourceVersion": canary.resource_version(),
+            }})),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("updating the finalizers of Canary {namespace}/{name}"),
+            source: Box::new(source),
+        })?;
+    Ok(Some(Requeue::await_change()))
 }
 
 /// The name of the `index`th Event of the step that led to `status`: the same for the same

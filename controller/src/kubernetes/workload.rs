@@ -28,8 +28,13 @@ use crate::stage::{Readiness, Revision};
 use crate::timestamp::Timestamp;
 use crate::validation::Settings;
 
+use super::configs::TrackedConfigs;
+
 /// The field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "serin-controller";
+
+/// The primary pod template's annotation that carries the hash of its tracked configs.
+pub const CONFIGS_ANNOTATION: &str = "serin.dev/configs-hash";
 
 /// Labels that select a workload's pods, in Flagger's order of preference.
 const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
@@ -134,22 +139,90 @@ impl<'a> Workload<'a> {
         Ok(())
     }
 
-    /// Creates the primary Deployment from the target's pod template when it does not exist
-    /// (an existing one keeps its template: it is what is serving), and applies the Services.
-    pub async fn bootstrap(&self, target: &Deployment) -> Result<()> {
+    /// Creates the primary Deployment (and its copies of the tracked configs) from the
+    /// target's pod template when it does not exist (an existing one keeps its template: it is
+    /// what is serving), and applies the Services.
+    pub async fn bootstrap(&self, target: &Deployment, configs: &TrackedConfigs) -> Result<()> {
         let (key, value) = selector_label(target)?;
         if self.primary_deployment().await?.is_none() {
+            configs
+                .copy_to_primary(&self.client, &self.namespace, &self.owner()?)
+                .await?;
             let replicas = target
                 .spec
                 .as_ref()
                 .and_then(|s| s.replicas)
                 .filter(|r| *r > 0)
                 .unwrap_or(1);
-            self.apply_primary(target, &key, &value, replicas).await?;
+            self.apply_primary(target, configs, &key, &value, replicas)
+                .await?;
         }
+        let target_port = self.target_port();
+        let primary_value = format!("{value}-primary");
+        for (name, selected) in [
+            (self.apex(), &primary_value),
+            (format!("{}-primary", self.apex()), &primary_value),
+            (format!("{}-canary", self.apex()), &value),
+        ] {
+            self.apply_service(&name, &key, selected, &target_port, true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the ClusterIP Service `name` selecting `key=selected` on the Canary's port;
+    /// `owned`: owned by the Canary (else released: a reverted apex outlives it).
+    async fn apply_service(
+        &self,
+        name: &str,
+        key: &str,
+        selected: &str,
+        target_port: &IntOrString,
+        owned: bool,
+    ) -> Result<()> {
+        let service = Service {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([(key.to_owned(), name.to_owned())])),
+                owner_references: if owned {
+                    Some(vec![self.owner()?])
+                } else {
+                    None
+                },
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                selector: Some(BTreeMap::from([(key.to_owned(), selected.to_owned())])),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: self.settings_port(),
+                    target_port: Some(target_port.clone()),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let mut object =
+            serde_json::to_value(&service).map_err(|e| Error::Cluster(e.to_string()))?;
+        object["apiVersion"] = json!("v1");
+        object["kind"] = json!("Service");
+        self.apply(
+            Api::<Service>::namespaced(self.client.clone(), &self.namespace),
+            name,
+            "Service",
+            object,
+        )
+        .await
+    }
+
+    /// `spec.service.targetPort`, else the port.
+    fn target_port(&self) -> IntOrString {
         let port = self.settings_port();
-        let target_port = self
-            .canary
+        self.canary
             .spec
             .service
             .as_ref()
@@ -159,48 +232,69 @@ impl<'a> Workload<'a> {
                     IntOrString::Int(i32::try_from(n).unwrap_or(port))
                 }
                 crate::canary::IntOrString::String(name) => IntOrString::String(name),
-            });
-        let primary_value = format!("{value}-primary");
-        for (name, selected) in [
-            (self.apex(), &primary_value),
-            (format!("{}-primary", self.apex()), &primary_value),
-            (format!("{}-canary", self.apex()), &value),
-        ] {
-            let service = Service {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(self.namespace.clone()),
-                    labels: Some(BTreeMap::from([(key.clone(), name.clone())])),
-                    owner_references: Some(vec![self.owner()?]),
-                    ..Default::default()
-                },
-                spec: Some(ServiceSpec {
-                    type_: Some("ClusterIP".into()),
-                    selector: Some(BTreeMap::from([(key.clone(), selected.clone())])),
-                    ports: Some(vec![ServicePort {
-                        name: Some("http".into()),
-                        port,
-                        target_port: Some(target_port.clone()),
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-                status: None,
-            };
-            let mut object =
-                serde_json::to_value(&service).map_err(|e| Error::Cluster(e.to_string()))?;
-            object["apiVersion"] = json!("v1");
-            object["kind"] = json!("Service");
-            self.apply(
-                Api::<Service>::namespaced(self.client.clone(), &self.namespace),
-                &name,
-                "Service",
-                object,
-            )
-            .await?;
+            })
+    }
+
+    /// Undoes the Canary before it is deleted (`spec.revertOnDeletion`): the target is scaled
+    /// back to the primary's replicas; once it is ready, the apex Service selects its pods and
+    /// the HTTPRoute sends everything to the apex Service, both released from the Canary so
+    /// they outlive it (the ingress keeps serving the target). What the Canary still owns
+    /// (primary Deployment, `-primary` and `-canary` Services, config copies) is then removed
+    /// by the garbage collector. True once done; false while the target is not ready yet, or
+    /// the route's parents have not yet accepted its last change (not waited for once
+    /// `patience_over`: an implementation may not write route status at all).
+    pub async fn revert(&self, patience_over: bool) -> Result<bool> {
+        let target = match self.target_deployment().await {
+            Ok(target) => target,
+            // Nothing to revert to.
+            Err(Error::Cluster(_)) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if target.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
+            let replicas = self
+                .primary_deployment()
+                .await?
+                .and_then(|d| d.spec?.replicas)
+                .filter(|r| *r > 0)
+                .unwrap_or(1);
+            self.scale_target(replicas).await?;
+            return Ok(false);
         }
-        Ok(())
+        if !matches!(readiness(&target), Readiness::Ready) {
+            return Ok(false);
+        }
+        let (key, value) = selector_label(&target)?;
+        self.apply_service(&self.apex(), &key, &value, &self.target_port(), false)
+            .await?;
+        let port = self.settings_port();
+        let apex = BackendTarget::service(self.apex(), port);
+        let target = RouteTarget::for_service(
+            self.apex(),
+            self.namespace.clone(),
+            self.canary.spec.service.as_ref(),
+            apex.clone(),
+            apex,
+        );
+        let mut rendered: HttpRoute = render(&target, &Route::primary_only());
+        for rule in rendered.spec.rules.iter_mut().flatten() {
+            if let Some(refs) = &mut rule.backend_refs {
+                refs.retain(|r| r.weight != Some(0));
+            }
+        }
+        let object = serde_json::to_value(&rendered).map_err(|e| Error::Cluster(e.to_string()))?;
+        let routes = Api::<HttpRoute>::namespaced(self.client.clone(), &self.namespace);
+        self.apply(routes.clone(), &self.apex(), "HTTPRoute", object)
+            .await?;
+        if patience_over {
+            return Ok(true);
+        }
+        // The primary goes once the Canary does: first let the Gateway serve the new route.
+        let route = routes.get(&self.apex()).await.map_err(self.kube_error(
+            "reading",
+            "HTTPRoute",
+            &self.apex(),
+        ))?;
+        Ok(accepted(&route))
     }
 
     fn settings_port(&self) -> i32 {
@@ -214,10 +308,11 @@ impl<'a> Workload<'a> {
     }
 
     /// Applies the primary Deployment: the target's pod template with the selector label's
-    /// value `<v>-primary`, `replicas` replicas.
+    /// value `<v>-primary` and the tracked configs' primary copies, `replicas` replicas.
     async fn apply_primary(
         &self,
         target: &Deployment,
+        configs: &TrackedConfigs,
         key: &str,
         value: &str,
         replicas: i32,
@@ -225,6 +320,19 @@ impl<'a> Workload<'a> {
         let spec = target.spec.clone().unwrap_or_default();
         let primary_value = format!("{value}-primary");
         let mut template: PodTemplateSpec = spec.template.clone();
+        if let Some(pod) = &mut template.spec {
+            configs.rewrite_for_primary(pod);
+        }
+        // The copies change under the same names: the hash of their content in the template
+        // rolls the primary's pods when they do (a pod reads its env only when it starts).
+        if !configs.configs.is_empty() {
+            template
+                .metadata
+                .get_or_insert_with(Default::default)
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(CONFIGS_ANNOTATION.to_owned(), configs.digest());
+        }
         let mut labels = template
             .metadata
             .as_ref()
@@ -268,15 +376,20 @@ impl<'a> Workload<'a> {
             .await
     }
 
-    /// Copies the target's pod template to the primary, keeping the primary's replicas.
-    pub async fn promote(&self, target: &Deployment) -> Result<()> {
+    /// Copies the target's pod template and tracked configs to the primary, keeping the
+    /// primary's replicas.
+    pub async fn promote(&self, target: &Deployment, configs: &TrackedConfigs) -> Result<()> {
         let (key, value) = selector_label(target)?;
         let replicas = self
             .primary_deployment()
             .await?
             .and_then(|d| d.spec?.replicas)
             .unwrap_or(1);
-        self.apply_primary(target, &key, &value, replicas).await
+        configs
+            .copy_to_primary(&self.client, &self.namespace, &self.owner()?)
+            .await?;
+        self.apply_primary(target, configs, &key, &value, replicas)
+            .await
     }
 
     /// Sets the target's replicas (a merge patch of `spec.replicas` only).
@@ -315,6 +428,24 @@ impl<'a> Workload<'a> {
     }
 }
 
+/// Whether every parent in the route's status has accepted its current generation.
+fn accepted(route: &HttpRoute) -> bool {
+    let generation = route.metadata.generation.unwrap_or(0);
+    let parents = route
+        .status
+        .as_ref()
+        .map(|s| &s.parents[..])
+        .unwrap_or_default();
+    !parents.is_empty()
+        && parents.iter().all(|p| {
+            p.conditions.iter().any(|c| {
+                c.type_ == "Accepted"
+                    && c.status == "True"
+                    && c.observed_generation.unwrap_or(0) >= generation
+            })
+        })
+}
+
 /// The label that selects `deployment`'s pods (the first of `app`, `name`,
 /// `app.kubernetes.io/name` in its selector) and its value.
 pub fn selector_label(deployment: &Deployment) -> Result<(String, String)> {
@@ -335,15 +466,16 @@ pub fn selector_label(deployment: &Deployment) -> Result<(String, String)> {
         })
 }
 
-/// The revision of a Deployment: a hash of its pod template.
-pub fn revision(deployment: &Deployment) -> Revision {
+/// The revision of a Deployment: a hash of its pod template, and the hashes of the configs it
+/// tracks.
+pub fn revision(deployment: &Deployment, configs: &TrackedConfigs) -> Revision {
     let template = deployment.spec.as_ref().map(|s| &s.template);
     let text = serde_json::to_string(&template).unwrap_or_default();
     let mut hasher = fnv::FnvHasher::default();
     hasher.write(text.as_bytes());
     Revision {
         spec_hash: format!("{:016x}", hasher.finish()),
-        tracked_configs: BTreeMap::new(),
+        tracked_configs: configs.hashes(),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use serin_e2e::{
@@ -205,6 +206,9 @@ fn the_controllers_cluster_role_grants_what_it_needs_and_no_more() {
     for allowed in [
         &["watch", "canaries.serin.dev", "-A"][..],
         &["patch", "canaries.serin.dev", "--subresource=status", "-A"],
+        &["patch", "canaries.serin.dev", "-A"],
+        &["patch", "configmaps", "-A"],
+        &["watch", "secrets", "-A"],
         &["create", "deployments.apps", "-A"],
         &["patch", "deployments.apps", "-A"],
         &["patch", "services", "-A"],
@@ -214,10 +218,11 @@ fn the_controllers_cluster_role_grants_what_it_needs_and_no_more() {
         assert_eq!(can(allowed), "yes", "{allowed:?}");
     }
     for denied in [
-        &["patch", "canaries.serin.dev", "-A"][..],
+        &["delete", "canaries.serin.dev", "-A"][..],
+        &["update", "canaries.serin.dev", "-A"],
         &["delete", "deployments.apps", "-A"],
         &["delete", "services", "-A"],
-        &["get", "secrets", "-A"],
+        &["delete", "secrets", "-A"],
         &["create", "pods", "-A"],
         &["patch", "gateways.gateway.networking.k8s.io", "-A"],
     ] {
@@ -274,9 +279,20 @@ impl Setup {
     /// four spaces) as the Canary's `spec.analysis`, and waits for the Canary to be
     /// Initialized and the proxy to serve the primary.
     async fn start(prefix: &str, spec_analysis: &str) -> Setup {
+        Setup::start_with(prefix, podinfo(), "", spec_analysis).await
+    }
+
+    /// Like [`Setup::start`] with `workload` (YAML documents) instead of [`podinfo`], and
+    /// `spec_extra` (YAML indented two spaces) added to the Canary's spec.
+    async fn start_with(
+        prefix: &str,
+        workload: &str,
+        spec_extra: &str,
+        spec_analysis: &str,
+    ) -> Setup {
         let client = client().await;
         let ns = TestNamespace::new(prefix);
-        apply(&ns.name, podinfo());
+        apply(&ns.name, workload);
         let gateway = ProxyGateway::start(&ns.name);
         apply(
             &ns.name,
@@ -295,7 +311,7 @@ spec:
     targetPort: 9898
     gatewayRefs:
     - name: public
-  analysis:
+{spec_extra}  analysis:
 {spec_analysis}"#
             ),
         );
@@ -633,46 +649,76 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ab_testing_sends_matching_requests_to_the_canary_until_promotion() {
-    let setup = Setup::start(
+async fn ab_testing_by_header_sends_matching_requests_to_the_canary_until_promotion() {
+    ab_release(
         "e2e-ab",
-        &analysis(
-            "2s",
-            "    iterations: 4
-    match:
-    - headers:
+        "    - headers:
         x-canary:
           regex: \".*insider.*\"
 ",
-        ),
+        ("x-canary", "insider"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ab_testing_by_cookie_sends_matching_requests_to_the_canary_until_promotion() {
+    // As in Flagger's A/B tutorial: the `canary=always` cookie, first in the Cookie header or
+    // right after a `;` (the tutorial's regular expression).
+    ab_release(
+        "e2e-ab-cookie",
+        "    - headers:
+        cookie:
+          regex: \"^(.*?;)?(canary=always)(;.*)?$\"
+",
+        ("cookie", "canary=always; theme=dark"),
+    )
+    .await;
+}
+
+/// An A/B release with `matches` (YAML list items indented four spaces) as
+/// `analysis.match`: requests carrying `insider` reach the canary, the others the primary,
+/// until promotion.
+async fn ab_release(prefix: &str, matches: &str, insider: (&'static str, &'static str)) {
+    let setup = Setup::start(
+        prefix,
+        &analysis("2s", &format!("    iterations: 4\n    match:\n{matches}")),
     )
     .await;
     let ns = setup.ns.name.clone();
-    let traffic = Traffic::start_with(setup.authority.clone(), Some(("x-canary", "insider")));
+    let traffic = Traffic::start_with(setup.authority.clone(), Some(insider));
     release(&ns, "6.0.1");
     // While the analysis runs, insiders get the canary and everyone else the primary.
     setup.wait_for_phase("Progressing").await;
     let http = Http::new();
     eventually("the A/B route", Duration::from_secs(30), || async {
-        let insider = http
-            .get_with(&setup.authority, "/", &[("x-canary", "insider")])
-            .await?;
-        (insider.version.as_deref() == Some("6.0.1"))
+        let answer = http.get_with(&setup.authority, "/", &[insider]).await?;
+        (answer.version.as_deref() == Some("6.0.1"))
             .then_some(())
-            .ok_or_else(|| format!("{insider:?}"))
+            .ok_or_else(|| format!("{answer:?}"))
     })
     .await;
+    // Near misses stay on the primary.
+    let near_miss = match insider.0 {
+        "cookie" => ("cookie", "canary=never; xcanary=always"),
+        _ => (insider.0, "outsider"),
+    };
     for _ in 0..50 {
-        let insider = http
-            .get_with(&setup.authority, "/", &[("x-canary", "insider")])
+        let matching = http
+            .get_with(&setup.authority, "/", &[insider])
             .await
             .unwrap();
         let other = http.get(&setup.authority, "/").await.unwrap();
+        let near = http
+            .get_with(&setup.authority, "/", &[near_miss])
+            .await
+            .unwrap();
         if setup.canaries.get("podinfo").await.unwrap().data["status"]["phase"] != "Progressing" {
             break;
         }
-        assert_eq!(insider.version.as_deref(), Some("6.0.1"));
+        assert_eq!(matching.version.as_deref(), Some("6.0.1"));
         assert_eq!(other.version.as_deref(), Some("6.0.0"));
+        assert_eq!(near.version.as_deref(), Some("6.0.0"), "{near_miss:?}");
     }
     setup.wait_for_phase("Succeeded").await;
     let (versions, failures) = traffic.finish().await;
@@ -819,5 +865,209 @@ async fn session_affinity_keeps_a_pinned_client_on_the_new_version() {
         "answers: {versions:?}; {} failed; {pinned} pinned requests",
         failures.len()
     );
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// podinfo whose message comes from the ConfigMap `podinfo-config` (as `PODINFO_UI_MESSAGE`).
+fn podinfo_with_config(message: &str) -> String {
+    let deployment = podinfo().replace(
+        "        ports:\n",
+        "        env:
+        - name: PODINFO_UI_MESSAGE
+          valueFrom:
+            configMapKeyRef: {name: podinfo-config, key: message}
+        ports:\n",
+    );
+    format!("{}---\n{deployment}", config_map(message))
+}
+
+fn config_map(message: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: podinfo-config
+data:
+  message: {message}
+"
+    )
+}
+
+/// The `message` of the app's answer to `/`.
+async fn message(http: &Http, authority: &str) -> Result<String, String> {
+    let answer = http.get(authority, "/").await?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&answer.body).map_err(|e| format!("{e}: {answer:?}"))?;
+    Ok(body["message"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_map_change_alone_starts_a_release_and_the_primary_runs_its_own_copy() {
+    let setup =
+        Setup::start_with("e2e-config", &podinfo_with_config("first"), "", &weighted()).await;
+    let ns = setup.ns.name.clone();
+    let config_maps = Api::<ConfigMap>::namespaced(client().await, &ns);
+    // Bootstrap: the primary runs on the copy `podinfo-config-primary`.
+    let primary_env = |d: Deployment| {
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+    };
+    let env = primary_env(setup.deployments.get("podinfo-primary").await.unwrap());
+    let reference = env[0]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .config_map_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(reference.name, "podinfo-config-primary");
+    let copy = config_maps.get("podinfo-config-primary").await.unwrap();
+    assert_eq!(copy.data.unwrap()["message"], "first");
+    let http = Http::new();
+    assert_eq!(message(&http, &setup.authority).await.unwrap(), "first");
+    let status = setup.canaries.get("podinfo").await.unwrap().data["status"].clone();
+    assert!(
+        status["trackedConfigs"]["configmap/podinfo-config"].is_string(),
+        "{status}"
+    );
+
+    // The release: only the ConfigMap changes.
+    let traffic = Traffic::start(setup.authority.clone());
+    apply(&ns, &config_map("second"));
+    setup.wait_for_phase("Succeeded").await;
+    let (versions, failures) = traffic.finish().await;
+    eprintln!("answers: {versions:?}; {} failed", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    let events = events(&ns);
+    let canary = format!("podinfo.{ns}");
+    assert!(
+        events.contains(&format!("New revision detected! Scaling up {canary}")),
+        "{events:?}"
+    );
+    assert_eq!(
+        advances(&events, &canary),
+        [10, 20, 30, 40, 50],
+        "{events:?}"
+    );
+    // Promoted: the primary's copy carries the new message, and the primary still uses its copy.
+    let copy = config_maps.get("podinfo-config-primary").await.unwrap();
+    assert_eq!(copy.data.unwrap()["message"], "second");
+    let env = primary_env(setup.deployments.get("podinfo-primary").await.unwrap());
+    let reference = env[0]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .config_map_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(reference.name, "podinfo-config-primary");
+    eventually(
+        "the primary answering with the new message",
+        Duration::from_secs(30),
+        || async {
+            match message(&http, &setup.authority).await? {
+                m if m == "second" => Ok(()),
+                m => Err(m),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_canary_with_revert_on_deletion_hands_traffic_back_to_the_target() {
+    let setup = Setup::start_with(
+        "e2e-revert",
+        &podinfo_with_config("kept"),
+        "  revertOnDeletion: true\n",
+        &weighted(),
+    )
+    .await;
+    let ns = setup.ns.name.clone();
+    let client = client().await;
+    eventually("the finalizer", Duration::from_secs(30), || async {
+        let canary = setup
+            .canaries
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?;
+        let finalizers = canary.metadata.finalizers.clone().unwrap_or_default();
+        finalizers
+            .iter()
+            .any(|f| f == "serin.dev/revert-on-deletion")
+            .then_some(())
+            .ok_or_else(|| format!("{finalizers:?}"))
+    })
+    .await;
+    let traffic = Traffic::start(setup.authority.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kubectl(&[
+        "-n",
+        &ns,
+        "delete",
+        "canaries.serin.dev/podinfo",
+        "--wait=false",
+    ]);
+    eventually("the Canary gone", Duration::from_secs(120), || async {
+        match setup.canaries.get_opt("podinfo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The target serves again, at the primary's replicas.
+    let target = setup.deployments.get("podinfo").await.unwrap();
+    assert_eq!(target.spec.unwrap().replicas, Some(2));
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let apex = services.get("podinfo").await.unwrap();
+    assert_eq!(
+        apex.spec.unwrap().selector.unwrap()["app"],
+        "podinfo",
+        "the apex Service selects the target's pods"
+    );
+    assert!(
+        apex.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    // Everything else the Canary generated is collected.
+    eventually(
+        "nothing generated left",
+        Duration::from_secs(60),
+        || async {
+            let left = kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "deployments,services,configmaps,httproutes",
+                "-o",
+                "name",
+            ]);
+            let mut names: Vec<&str> = left.lines().collect();
+            names.retain(|n| *n != "configmap/kube-root-ca.crt");
+            names.sort();
+            let expected = [
+                "configmap/podinfo-config",
+                "deployment.apps/podinfo",
+                "httproute.gateway.networking.k8s.io/podinfo",
+                "service/podinfo",
+            ];
+            (names == expected)
+                .then_some(())
+                .ok_or_else(|| format!("{names:?}"))
+        },
+    )
+    .await;
+    let http = Http::new();
+    for _ in 0..50 {
+        let answer = http.get(&setup.authority, "/").await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.version.as_deref(), Some("6.0.0"));
+    }
+    let (versions, failures) = traffic.finish().await;
+    eprintln!("answers: {versions:?}; {} failed", failures.len());
     assert!(failures.is_empty(), "{failures:?}");
 }
