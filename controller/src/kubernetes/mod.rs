@@ -9,7 +9,9 @@
 //! the effect of once). The next step is requeued after the analysis interval; changes to the
 //! Canary, its target or its primary Deployment reconcile at once.
 
+pub mod admin;
 pub mod configs;
+pub mod lease;
 pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +43,7 @@ use crate::status::{CanaryCondition, CanaryStatus, ConditionStatus};
 use crate::validation::validate;
 use crate::webhook::WebhookClient;
 
+use self::admin::{Admin, CanaryLabels};
 use self::configs::{ConfigKind, TrackedConfigs};
 use self::workload::{FIELD_MANAGER, Workload, readiness, revision};
 
@@ -59,6 +62,8 @@ pub struct Context {
     /// The configs each Canary's target tracks (`configmap/<name>`), as its last reconcile
     /// read them: a change to one of them reconciles the Canary.
     tracked: Mutex<HashMap<ObjectRef<Canary>, BTreeSet<String>>>,
+    /// Metrics and health.
+    pub admin: Arc<Admin>,
 }
 
 impl Context {
@@ -76,6 +81,7 @@ impl Context {
             instance,
             namespace: None,
             tracked: Mutex::default(),
+            admin: Arc::new(Admin::new()),
             client,
             provider,
             webhooks,
@@ -84,6 +90,12 @@ impl Context {
 }
 
 impl Context {
+    /// Reports to `admin`.
+    pub fn with_admin(mut self, admin: Arc<Admin>) -> Context {
+        self.admin = admin;
+        self
+    }
+
     /// Limits the controller to the Canaries of `namespace`.
     pub fn in_namespace(mut self, namespace: Option<String>) -> Context {
         self.namespace = namespace;
@@ -133,6 +145,28 @@ pub async fn run(context: Arc<Context>) {
     let canaries = context.api::<Canary>();
     let controller = Controller::new(canaries, watcher::Config::default());
     let store = controller.store();
+    tokio::spawn({
+        let store = store.clone();
+        let admin = context.admin.clone();
+        async move {
+            // Polled again and again: the store's readiness wakes only its last waiter, and
+            // the controller's own runner waits on it too.
+            loop {
+                let wait = store.wait_until_ready();
+                match tokio::time::timeout(Duration::from_millis(500), wait).await {
+                    Ok(Ok(())) => {
+                        admin
+                            .synced
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
+            }
+        }
+    });
+    let counted = store.clone();
     controller
         .owns(context.api::<Deployment>(), watcher::Config::default())
         // A change to a target Deployment (`kubectl set image`) reconciles its Canaries.
@@ -172,16 +206,27 @@ pub async fn run(context: Arc<Context>) {
             }
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!("reconcile failed: {e}");
+        .run(reconcile, error_policy, context.clone())
+        .for_each(|result| {
+            let admin = context.admin.clone();
+            let counted = counted.clone();
+            async move {
+                if let Err(e) = result {
+                    warn!("reconcile failed: {e}");
+                }
+                let canaries = counted.state();
+                admin.count(
+                    canaries
+                        .iter()
+                        .filter_map(|c| c.metadata.namespace.as_deref()),
+                );
             }
         })
         .await;
 }
 
-fn error_policy(canary: Arc<Canary>, error: &Error, _context: Arc<Context>) -> Requeue {
+fn error_policy(canary: Arc<Canary>, error: &Error, context: Arc<Context>) -> Requeue {
+    context.admin.error(error.metric_label());
     warn!(
         namespace = canary.namespace().unwrap_or_default(),
         name = canary.name_any(),
@@ -191,14 +236,36 @@ fn error_policy(canary: Arc<Canary>, error: &Error, _context: Arc<Context>) -> R
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// One step for one Canary.
+/// One step for one Canary, timed and recorded in the controller's metrics.
 async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue> {
+    let started = std::time::Instant::now();
+    let labels = CanaryLabels {
+        namespace: canary.namespace().unwrap_or_default(),
+        name: canary.name_any(),
+    };
+    let result = step(&canary, &context).await;
+    match &result {
+        Ok((_, Some(status))) => {
+            context
+                .admin
+                .observe(&labels, status, started.elapsed().as_secs_f64());
+        }
+        Ok((_, None)) if canary.metadata.deletion_timestamp.is_some() => {
+            context.admin.forget(&labels);
+        }
+        _ => {}
+    }
+    result.map(|(requeue, _)| requeue)
+}
+
+/// One step for one Canary: the requeue, and the status it left when it took one.
+async fn step(canary: &Canary, context: &Context) -> Result<(Requeue, Option<CanaryStatus>)> {
     let name = canary.name_any();
     let namespace = canary.namespace().unwrap_or_else(|| "default".into());
     let status = canary.status.clone().unwrap_or_default();
     let now = now();
-    if let Some(requeue) = finalize(&canary, &context).await? {
-        return Ok(requeue);
+    if let Some(requeue) = finalize(canary, context).await? {
+        return Ok((requeue, None));
     }
     let settings = match validate(&canary.spec) {
         Ok(settings) => settings,
@@ -211,26 +278,26 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
                 canary.name_any(),
                 canary.metadata.generation.unwrap_or(0)
             );
-            publish(&context, &canary, &event, &name).await;
+            publish(context, canary, &event, &name).await;
             let mut invalid = status.clone();
             set_valid(&mut invalid, Some(&errors.to_string()), now);
             if invalid != status {
-                write_status(&context.client, &canary, &invalid).await?;
+                write_status(&context.client, canary, &invalid).await?;
             }
-            return Ok(Requeue::await_change());
+            return Ok((Requeue::await_change(), None));
         }
     };
     // Woken early (a watch event, our own status write): an analysis keeps its interval.
     if let Some(wait) = wait_before_step(&settings, &status, now) {
-        return Ok(Requeue::requeue(wait));
+        return Ok((Requeue::requeue(wait), None));
     }
-    let world = Workload::new(context.client.clone(), &canary, &settings);
+    let world = Workload::new(context.client.clone(), canary, &settings);
     let target = world.target_deployment().await?;
     let configs = match target.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
         Some(pod) => TrackedConfigs::read(&context.client, &namespace, pod).await?,
         None => TrackedConfigs::default(),
     };
-    context.track(&canary, configs.keys());
+    context.track(canary, configs.keys());
     let primary = world.primary_deployment().await?;
     let mut obs = Observations {
         name: name.clone(),
@@ -282,10 +349,10 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     for (index, event) in events.iter().enumerate() {
         info!(%namespace, %name, "{}", event.message);
         if publish(
-            &context,
-            &canary,
+            context,
+            canary,
             event,
-            &event_name(&canary, &plan.status, index),
+            &event_name(canary, &plan.status, index),
         )
         .await
         {
@@ -295,9 +362,9 @@ async fn reconcile(canary: Arc<Canary>, context: Arc<Context>) -> Result<Requeue
     let mut new_status = plan.status.clone();
     set_valid(&mut new_status, None, now);
     if new_status != status {
-        write_status(&context.client, &canary, &new_status).await?;
+        write_status(&context.client, canary, &new_status).await?;
     }
-    Ok(Requeue::requeue(plan.requeue_after))
+    Ok((Requeue::requeue(plan.requeue_after), Some(new_status)))
 }
 
 /// The finalizer a Canary carries while `spec.revertOnDeletion` is set.
@@ -357,7 +424,10 @@ async fn finalize(canary: &Canary, context: &Context) -> Result<Option<Requeue>>
     Api::<Canary>::namespaced(context.client.clone(), &namespace)
         .patch(
             &name,
-            &PatchParams::default(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
             &Patch::Merge(json!({"metadata": {
                 "finalizers": list,
                 "resourceVersion": canary.resource_version(),
@@ -434,7 +504,10 @@ async fn write_status(client: &Client, canary: &Canary, status: &CanaryStatus) -
     Api::<Canary>::namespaced(client.clone(), &namespace)
         .patch_status(
             &name,
-            &PatchParams::default(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
             &Patch::Merge(json!({ "status": status })),
         )
         .await

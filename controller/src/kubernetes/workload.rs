@@ -397,7 +397,10 @@ impl<'a> Workload<'a> {
         self.deployments()
             .patch(
                 self.target(),
-                &PatchParams::default(),
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
                 &Patch::Merge(json!({"spec": {"replicas": replicas}})),
             )
             .await

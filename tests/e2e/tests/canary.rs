@@ -142,25 +142,40 @@ fn advances(events: &[String], canary: &str) -> Vec<u32> {
 
 /// The messages of the Events serin-controller recorded in `namespace`, oldest first.
 fn events(namespace: &str) -> Vec<String> {
+    recorded_events(namespace)
+        .into_iter()
+        .map(|(_, note)| note)
+        .collect()
+}
+
+/// The Events serin-controller recorded in `namespace`, oldest first: (reporting instance,
+/// message).
+fn recorded_events(namespace: &str) -> Vec<(String, String)> {
     let out = kubectl(&[
         "-n",
         namespace,
         "get",
         "events.events.k8s.io",
         "-o",
-        "jsonpath={range .items[*]}{.eventTime}{\"\\t\"}{.reportingController}{\"\\t\"}{.note}{\"\\n\"}{end}",
+        "jsonpath={range .items[*]}{.eventTime}{\"\\t\"}{.reportingController}{\"\\t\"}{.reportingInstance}{\"\\t\"}{.note}{\"\\n\"}{end}",
     ]);
-    let mut events: Vec<(String, String)> = out
+    let mut events: Vec<(String, String, String)> = out
         .lines()
         .filter_map(|line| {
-            let mut fields = line.splitn(3, '\t');
+            let mut fields = line.splitn(4, '\t');
             let time = fields.next()?.to_owned();
-            (fields.next()? == "serin.dev/serin-controller")
-                .then(|| (time, fields.next().unwrap_or_default().to_owned()))
+            if fields.next()? != "serin.dev/serin-controller" {
+                return None;
+            }
+            let instance = fields.next()?.to_owned();
+            Some((time, instance, fields.next().unwrap_or_default().to_owned()))
         })
         .collect();
     events.sort();
-    events.into_iter().map(|(_, note)| note).collect()
+    events
+        .into_iter()
+        .map(|(_, instance, note)| (instance, note))
+        .collect()
 }
 
 /// A kubeconfig for the test cluster that authenticates as the `serin-controller`
@@ -258,20 +273,37 @@ struct Setup {
     authority: String,
     kubeconfig: std::path::PathBuf,
     gateway: ProxyGateway,
-    controller: ChildGuard,
+    controller: Controller,
 }
 
-/// Starts serin-controller for the test's namespace, as its ServiceAccount.
-fn spawn_controller(kubeconfig: &std::path::Path, admin: u16, namespace: &str) -> ChildGuard {
-    ChildGuard(
+/// A serin-controller process.
+struct Controller {
+    process: ChildGuard,
+    /// The port of its /metrics, /healthz and /readyz.
+    listen: u16,
+}
+
+/// Starts serin-controller for the test's namespace, as its ServiceAccount, with leader
+/// election under `identity` (as a pod's POD_NAME).
+fn spawn_controller(
+    kubeconfig: &std::path::Path,
+    admin: u16,
+    namespace: &str,
+    identity: &str,
+) -> Controller {
+    let listen = free_port();
+    let process = ChildGuard(
         Command::new(binary("serin-controller"))
             .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", identity)
             .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
             .args(["--namespace", namespace])
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("starting serin-controller"),
-    )
+    );
+    Controller { process, listen }
 }
 
 impl Setup {
@@ -317,7 +349,7 @@ spec:
         );
         // The controller runs as its ServiceAccount of deploy/rbac: least privilege, proven.
         let kubeconfig = controller_kubeconfig(&ns.name);
-        let controller = spawn_controller(&kubeconfig, gateway.admin, &ns.name);
+        let controller = spawn_controller(&kubeconfig, gateway.admin, &ns.name, "replica-a");
         let canaries =
             Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
         eventually(
@@ -362,11 +394,17 @@ spec:
         }
     }
 
-    /// Kills serin-controller with SIGKILL (wherever it is in a step) and starts it again.
+    /// Kills serin-controller with SIGKILL (wherever it is in a step) and starts it again, as
+    /// a pod's container restarts (same identity: it resumes its Lease at once).
     fn kill_and_restart_controller(&mut self) {
-        let _ = self.controller.0.kill();
-        let _ = self.controller.0.wait();
-        self.controller = spawn_controller(&self.kubeconfig, self.gateway.admin, &self.ns.name);
+        let _ = self.controller.process.0.kill();
+        let _ = self.controller.process.0.wait();
+        self.controller = spawn_controller(
+            &self.kubeconfig,
+            self.gateway.admin,
+            &self.ns.name,
+            "replica-a",
+        );
     }
 
     /// Waits for the Canary to reach phase `want`; fails when it ends otherwise.
@@ -609,7 +647,7 @@ spec:
 "#,
     );
     let kubeconfig = controller_kubeconfig(&ns.name);
-    let _controller = spawn_controller(&kubeconfig, free_port(), &ns.name);
+    let _controller = spawn_controller(&kubeconfig, free_port(), &ns.name, "replica-a");
     let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
     let condition = eventually(
         "the Valid=False condition",
@@ -1070,4 +1108,118 @@ async fn deleting_a_canary_with_revert_on_deletion_hands_traffic_back_to_the_tar
     let (versions, failures) = traffic.finish().await;
     eprintln!("answers: {versions:?}; {} failed", failures.len());
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// The holder of the controller's leader Lease for `namespace`.
+fn lease_holder(namespace: &str) -> String {
+    kubectl(&[
+        "-n",
+        "serin-system",
+        "get",
+        "leases.coordination.k8s.io",
+        &format!("serin-controller-{namespace}"),
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_writes_and_the_standby_finishes_the_release() {
+    let mut setup = Setup::start("e2e-leader", &weighted()).await;
+    let ns = setup.ns.name.clone();
+    let standby = spawn_controller(&setup.kubeconfig, setup.gateway.admin, &ns, "replica-b");
+    let http = Http::new();
+    let leader_gauge = |port: u16| {
+        let http = http.clone();
+        async move {
+            let body = http
+                .get(&format!("127.0.0.1:{port}"), "/metrics")
+                .await?
+                .body;
+            String::from_utf8_lossy(&body)
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("serin_controller_leader ")
+                        .map(str::to_owned)
+                })
+                .ok_or_else(|| "no serin_controller_leader".to_owned())
+        }
+    };
+    // Both serve their endpoint and are ready; only replica-a leads.
+    eventually("both replicas ready", Duration::from_secs(30), || async {
+        for port in [setup.controller.listen, standby.listen] {
+            let ready = http.get(&format!("127.0.0.1:{port}"), "/readyz").await?;
+            if ready.status != 200 {
+                return Err(format!("{port}: /readyz {}", ready.status));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(lease_holder(&ns), "replica-a");
+    assert_eq!(leader_gauge(setup.controller.listen).await.unwrap(), "1");
+    assert_eq!(leader_gauge(standby.listen).await.unwrap(), "0");
+
+    let traffic = Traffic::start(setup.authority.clone());
+    release(&ns, "6.0.1");
+    // Kill the leader once the release has advanced twice.
+    eventually("weight 20", Duration::from_secs(120), || async {
+        let (phase, canary) = phase(&setup.canaries).await?;
+        let weight = canary.data["status"]["canaryWeight"].as_u64().unwrap_or(0);
+        (phase == "Progressing" && weight >= 20)
+            .then_some(())
+            .ok_or_else(|| format!("{phase} {weight}"))
+    })
+    .await;
+    let before_kill = recorded_events(&ns).len();
+    let _ = setup.controller.process.0.kill();
+    let _ = setup.controller.process.0.wait();
+    let killed = std::time::Instant::now();
+    setup.wait_for_phase("Succeeded").await;
+    eprintln!(
+        "the standby finished the release {:?} after the leader was killed",
+        killed.elapsed()
+    );
+    assert_eq!(lease_holder(&ns), "replica-b");
+    assert_eq!(leader_gauge(standby.listen).await.unwrap(), "1");
+    let (versions, failures) = traffic.finish().await;
+    eprintln!("answers: {versions:?}; {} failed", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Only the leader wrote: every Event before the kill is replica-a's, every one after is
+    // replica-b's; the release took the same steps as an uninterrupted one.
+    let recorded = recorded_events(&ns);
+    eprintln!("events: {recorded:#?}");
+    let first_b = recorded
+        .iter()
+        .position(|(i, _)| i == "replica-b")
+        .expect("replica-b recorded events");
+    assert!(
+        first_b >= before_kill,
+        "replica-b wrote before the leader was killed"
+    );
+    let (before, after) = recorded.split_at(first_b);
+    assert!(before.iter().all(|(i, _)| i == "replica-a"), "{before:?}");
+    assert!(after.iter().all(|(i, _)| i == "replica-b"), "{after:?}");
+    let notes: Vec<String> = recorded.into_iter().map(|(_, n)| n).collect();
+    let canary = format!("podinfo.{ns}");
+    assert_eq!(advances(&notes, &canary), [10, 20, 30, 40, 50], "{notes:?}");
+    // The Canary's status was last written by the controller's field manager.
+    let managers = kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "canaries.serin.dev/podinfo",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={range .metadata.managedFields[*]}{.manager}{\" \"}{.subresource}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        managers
+            .lines()
+            .any(|l| l.trim() == "serin-controller status"),
+        "{managers}"
+    );
 }
