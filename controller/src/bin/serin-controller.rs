@@ -11,6 +11,7 @@ use clap::Parser;
 use std::sync::atomic::Ordering;
 
 use serin_controller::kubernetes::admin::{self, Admin};
+use serin_controller::kubernetes::discovery::{self, ProxyService};
 use serin_controller::kubernetes::lease::{self, LeaseConfig};
 use serin_controller::kubernetes::{self, Context};
 use serin_controller::provider::builtin::BuiltinProvider;
@@ -27,8 +28,21 @@ const EXIT_CONFIG: u8 = 64;
 struct Args {
     /// Admin address (HOST:PORT) of a serin-proxy replica whose /metrics the built-in metrics
     /// read; repeat for every replica.
-    #[arg(long = "proxy-admin", value_name = "ADDR", required = true)]
+    #[arg(
+        long = "proxy-admin",
+        value_name = "ADDR",
+        required_unless_present = "proxy_metrics"
+    )]
     proxy_admin: Vec<String>,
+    /// The Service (NAMESPACE/NAME) in front of the serin-proxy replicas' admin port: their
+    /// /metrics are found through its EndpointSlices (port named admin or metrics), followed
+    /// as replicas come and go.
+    #[arg(
+        long = "proxy-metrics",
+        value_name = "NAMESPACE/SERVICE",
+        conflicts_with = "proxy_admin"
+    )]
+    proxy_metrics: Option<ProxyService>,
     /// Drive only the Canaries of this namespace (default: every namespace).
     #[arg(long, value_name = "NAMESPACE")]
     namespace: Option<String>,
@@ -97,11 +111,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let provider = Arc::new(BuiltinProvider::new(&args.proxy_admin).context("--proxy-admin")?);
-        tokio::spawn(provider.clone().scrape_every(Duration::from_secs(1)));
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
+        let provider = match &args.proxy_metrics {
+            Some(service) => {
+                let provider = Arc::new(BuiltinProvider::discovering(format!(
+                    "no ready endpoint behind --proxy-metrics {service}"
+                )));
+                discovery::refresh(&client, service, &provider).await?;
+                tokio::spawn(discovery::follow(
+                    client.clone(),
+                    service.clone(),
+                    provider.clone(),
+                    Duration::from_secs(5),
+                ));
+                provider
+            }
+            None => Arc::new(BuiltinProvider::new(&args.proxy_admin).context("--proxy-admin")?),
+        };
+        tokio::spawn(provider.clone().scrape_every(Duration::from_secs(1)));
         let admin = Arc::new(Admin::new());
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod configs;
+pub mod discovery;
 pub mod lease;
 pub mod workload;
 

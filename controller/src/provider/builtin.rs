@@ -51,7 +51,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -96,7 +96,10 @@ pub fn canary_backend(namespace: &str, service: &str) -> String {
 /// `/metrics`. Cheap to share: put it in an `Arc` to scrape in the background.
 #[derive(Debug)]
 pub struct BuiltinProvider {
-    endpoints: Vec<Endpoint>,
+    /// The replicas now; replaced as a whole by [`BuiltinProvider::set_addresses`].
+    endpoints: RwLock<Vec<Arc<Endpoint>>>,
+    /// Where the replicas come from, for the message when there are none.
+    source: String,
     fetcher: Fetcher,
     timeout: Duration,
     retention: Duration,
@@ -161,25 +164,23 @@ impl BuiltinProvider {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let endpoints = addresses
-            .into_iter()
-            .map(|address| {
-                let address = address.as_ref().trim();
-                Ok(Endpoint {
-                    address: address.to_owned(),
-                    url: metrics_url(address)?,
-                    history: Mutex::new(VecDeque::new()),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if endpoints.is_empty() {
+        let provider = BuiltinProvider::discovering("--proxy-admin");
+        provider.set_addresses(addresses)?;
+        if provider.endpoints().is_empty() {
             return Err(Error::InvalidUrl {
                 url: String::new(),
                 reason: "no serin-proxy admin address configured".to_owned(),
             });
         }
-        Ok(BuiltinProvider {
-            endpoints,
+        Ok(provider)
+    }
+
+    /// A provider without replicas yet: [`BuiltinProvider::set_addresses`] supplies them as
+    /// they are discovered (`source` says from where, in the error while there are none).
+    pub fn discovering(source: impl Into<String>) -> BuiltinProvider {
+        BuiltinProvider {
+            endpoints: RwLock::default(),
+            source: source.into(),
             // A fresh connection per scrape: scrapes are seconds apart, so pooling would save
             // little, and each scrape then reaches whatever listens on the address now (a
             // replaced replica), never a connection kept from the one before.
@@ -187,7 +188,45 @@ impl BuiltinProvider {
             timeout: DEFAULT_TIMEOUT,
             retention: DEFAULT_RETENTION,
             min_window: DEFAULT_MIN_WINDOW,
-        })
+        }
+    }
+
+    /// Replaces the replicas with those at `addresses` (as in [`BuiltinProvider::new`]); a
+    /// replica already known keeps its scrape history. Fails on an unusable address, leaving
+    /// the replicas as they were.
+    pub fn set_addresses<I, S>(&self, addresses: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let known = self.endpoints();
+        let mut next: Vec<Arc<Endpoint>> = Vec::new();
+        for address in addresses {
+            let address = address.as_ref().trim();
+            if next.iter().any(|e| e.address == address) {
+                continue;
+            }
+            match known.iter().find(|e| e.address == address) {
+                Some(endpoint) => next.push(endpoint.clone()),
+                None => next.push(Arc::new(Endpoint {
+                    address: address.to_owned(),
+                    url: metrics_url(address)?,
+                    history: Mutex::new(VecDeque::new()),
+                })),
+            }
+        }
+        *self
+            .endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(())
+    }
+
+    fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets the time allowed for one scrape (default 5s).
@@ -216,7 +255,7 @@ impl BuiltinProvider {
 
     /// The scrape URLs, in configuration order.
     pub fn urls(&self) -> Vec<String> {
-        self.endpoints.iter().map(|e| e.url.to_string()).collect()
+        self.endpoints().iter().map(|e| e.url.to_string()).collect()
     }
 
     /// Scrapes every replica now and stores the results. Fails with the first replica's
@@ -228,10 +267,11 @@ impl BuiltinProvider {
 
     /// [`scrape`](BuiltinProvider::scrape), recording the scrapes as taken at `now`.
     pub async fn scrape_at(&self, now: Instant) -> Result<()> {
+        let endpoints = self.endpoints();
         let results =
-            futures_util::future::join_all(self.endpoints.iter().map(|e| self.fetch(e, now))).await;
+            futures_util::future::join_all(endpoints.iter().map(|e| self.fetch(e, now))).await;
         let mut first_error = None;
-        for (endpoint, result) in self.endpoints.iter().zip(results) {
+        for (endpoint, result) in endpoints.iter().zip(results) {
             match result {
                 Ok(snapshot) => self.record(endpoint, snapshot),
                 Err(err) => {
@@ -289,16 +329,21 @@ impl BuiltinProvider {
                 .and_then(|since| instant_of(since, now, SystemTime::now())),
             min_window: self.min_window.min(interval),
         };
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() {
+            return Measured::Value(MetricValue::Error(format!(
+                "no serin-proxy replica to read metrics from ({})",
+                self.source
+            )));
+        }
         let results = futures_util::future::join_all(
-            self.endpoints
-                .iter()
-                .map(|e| self.window(e, &backend, bounds)),
+            endpoints.iter().map(|e| self.window(e, &backend, bounds)),
         )
         .await;
         let mut total = Window::default();
         let mut failures = Vec::new();
         let mut without_baseline = false;
-        for (endpoint, result) in self.endpoints.iter().zip(results) {
+        for (endpoint, result) in endpoints.iter().zip(results) {
             match result {
                 Ok(Some(window)) => total.add(&window),
                 Ok(None) => without_baseline = true,

@@ -206,6 +206,11 @@ impl Drop for ChildGuard {
     }
 }
 
+/// An address of the test namespace's local range (198.18.0.0/15) that the node hands to Pods
+/// last (it allocates from the bottom): where a test's serin-proxy "runs" in the cluster's view (EndpointSlices cannot
+/// name loopback addresses).
+pub const PROXY_ADDRESS: &str = "198.19.255.254";
+
 /// A Gateway of one test served by a serin-proxy of its own: a GatewayClass with
 /// `controllerName: serin.dev/gateway`, the Gateway `public` in the test's namespace with one
 /// HTTP listener on a free 127.0.0.1 port, and `serin-proxy --kubernetes` for that class. The
@@ -215,7 +220,7 @@ pub struct ProxyGateway {
     _class: ClusterObject,
     /// The listener's port on 127.0.0.1.
     pub listener: u16,
-    /// The proxy's admin port on 127.0.0.1 (`/metrics`).
+    /// The proxy's admin port (`/metrics`), on every address of the namespace.
     pub admin: u16,
 }
 
@@ -254,7 +259,7 @@ spec:
                     "--bind",
                     "127.0.0.1",
                     "--admin",
-                    &format!("127.0.0.1:{admin}"),
+                    &format!("0.0.0.0:{admin}"),
                 ])
                 .stdout(Stdio::null())
                 .spawn()
@@ -266,6 +271,40 @@ spec:
             listener,
             admin,
         }
+    }
+
+    /// Applies, in `namespace`, the Service `serin-proxy-admin` (no selector) and its
+    /// EndpointSlice with the proxy's admin port on [`PROXY_ADDRESS`], as a cluster shows a
+    /// serin-proxy Deployment's admin Service: what `serin-controller --proxy-metrics` reads.
+    /// Returns `NAMESPACE/serin-proxy-admin`.
+    pub fn admin_service(&self, namespace: &str) -> String {
+        apply(
+            namespace,
+            &format!(
+                r#"apiVersion: v1
+kind: Service
+metadata:
+  name: serin-proxy-admin
+spec:
+  ports:
+  - {{name: admin, port: 9901, targetPort: {admin}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: serin-proxy-admin-1
+  labels: {{kubernetes.io/service-name: serin-proxy-admin}}
+addressType: IPv4
+ports:
+- {{name: admin, port: {admin}, protocol: TCP}}
+endpoints:
+- addresses: [{PROXY_ADDRESS}]
+  conditions: {{ready: true}}
+"#,
+                admin = self.admin
+            ),
+        );
+        format!("{namespace}/serin-proxy-admin")
     }
 
     /// `127.0.0.1:<listener>`.

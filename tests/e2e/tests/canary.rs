@@ -274,6 +274,8 @@ struct Setup {
     kubeconfig: std::path::PathBuf,
     gateway: ProxyGateway,
     controller: Controller,
+    /// `NAMESPACE/serin-proxy-admin`.
+    proxy_metrics: String,
 }
 
 /// A serin-controller process.
@@ -285,9 +287,10 @@ struct Controller {
 
 /// Starts serin-controller for the test's namespace, as its ServiceAccount, with leader
 /// election under `identity` (as a pod's POD_NAME).
+/// `metrics`: `--proxy-metrics NAMESPACE/SERVICE` or `--proxy-admin ADDR`.
 fn spawn_controller(
     kubeconfig: &std::path::Path,
-    admin: u16,
+    metrics: [&str; 2],
     namespace: &str,
     identity: &str,
 ) -> Controller {
@@ -296,7 +299,7 @@ fn spawn_controller(
         Command::new(binary("serin-controller"))
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
-            .args(["--proxy-admin", &format!("127.0.0.1:{admin}")])
+            .args(metrics)
             .args(["--namespace", namespace])
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .env("RUST_LOG", "warn")
@@ -349,7 +352,14 @@ spec:
         );
         // The controller runs as its ServiceAccount of deploy/rbac: least privilege, proven.
         let kubeconfig = controller_kubeconfig(&ns.name);
-        let controller = spawn_controller(&kubeconfig, gateway.admin, &ns.name, "replica-a");
+        // serin-proxy's replicas are found through their admin Service, as in a cluster.
+        let proxy_metrics = gateway.admin_service(&ns.name);
+        let controller = spawn_controller(
+            &kubeconfig,
+            ["--proxy-metrics", &proxy_metrics],
+            &ns.name,
+            "replica-a",
+        );
         let canaries =
             Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
         eventually(
@@ -391,6 +401,7 @@ spec:
             kubeconfig,
             gateway,
             controller,
+            proxy_metrics,
         }
     }
 
@@ -401,7 +412,7 @@ spec:
         let _ = self.controller.process.0.wait();
         self.controller = spawn_controller(
             &self.kubeconfig,
-            self.gateway.admin,
+            ["--proxy-metrics", &self.proxy_metrics],
             &self.ns.name,
             "replica-a",
         );
@@ -647,7 +658,12 @@ spec:
 "#,
     );
     let kubeconfig = controller_kubeconfig(&ns.name);
-    let _controller = spawn_controller(&kubeconfig, free_port(), &ns.name, "replica-a");
+    let _controller = spawn_controller(
+        &kubeconfig,
+        ["--proxy-admin", &format!("127.0.0.1:{}", free_port())],
+        &ns.name,
+        "replica-a",
+    );
     let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
     let condition = eventually(
         "the Valid=False condition",
@@ -1129,7 +1145,12 @@ fn lease_holder(namespace: &str) -> String {
 async fn two_replicas_only_the_leader_writes_and_the_standby_finishes_the_release() {
     let mut setup = Setup::start("e2e-leader", &weighted()).await;
     let ns = setup.ns.name.clone();
-    let standby = spawn_controller(&setup.kubeconfig, setup.gateway.admin, &ns, "replica-b");
+    let standby = spawn_controller(
+        &setup.kubeconfig,
+        ["--proxy-metrics", &setup.proxy_metrics],
+        &ns,
+        "replica-b",
+    );
     let http = Http::new();
     let leader_gauge = |port: u16| {
         let http = http.clone();

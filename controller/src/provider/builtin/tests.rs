@@ -247,7 +247,7 @@ fn history_keeps_what_the_retention_needs() {
         Ok(p) => p.with_retention(Duration::from_secs(100)),
         Err(err) => panic!("{err}"),
     };
-    let endpoint = &provider.endpoints[0];
+    let endpoint = &provider.endpoints()[0];
     let t0 = Instant::now();
     for s in [0, 40, 80, 120, 160, 200] {
         provider.record(endpoint, snapshot(t0 + Duration::from_secs(s), ""));
@@ -265,4 +265,62 @@ fn history_keeps_what_the_retention_needs() {
         .unwrap_or_default();
     // Horizon 200 - 100 = 100: 80 is the newest at or before it, so it stays.
     assert_eq!(kept, vec![80, 120, 150, 160, 200]);
+}
+
+#[test]
+fn replicas_that_stay_keep_their_history_when_the_set_changes() {
+    let provider = BuiltinProvider::discovering("test");
+    assert!(provider.urls().is_empty());
+    provider
+        .set_addresses(["10.0.0.1:9901", "10.0.0.2:9901"])
+        .unwrap();
+    let kept = provider.endpoints()[1].clone();
+    provider.record(&kept, snapshot(Instant::now(), ""));
+    provider
+        .set_addresses(["10.0.0.2:9901", "10.0.0.3:9901", "10.0.0.3:9901"])
+        .unwrap();
+    let now = provider.endpoints();
+    assert_eq!(
+        provider.urls(),
+        [
+            "http://10.0.0.2:9901/metrics",
+            "http://10.0.0.3:9901/metrics"
+        ]
+    );
+    assert!(
+        Arc::ptr_eq(&now[0], &kept),
+        "the same replica, history and all"
+    );
+    assert_eq!(now[0].history.lock().unwrap().len(), 1);
+    // An unusable address changes nothing.
+    assert!(provider.set_addresses(["http://[bad"]).is_err());
+    assert_eq!(provider.endpoints().len(), 2);
+}
+
+#[tokio::test]
+async fn without_replicas_a_measurement_is_an_error_naming_where_they_come_from() {
+    let provider = BuiltinProvider::discovering("no ready endpoint behind --proxy-metrics a/b");
+    let check = crate::validation::MetricCheck {
+        name: "request-success-rate".to_owned(),
+        kind: MetricKind::RequestSuccessRate,
+        interval: Duration::from_secs(60),
+        range: Default::default(),
+    };
+    let query = MetricQuery {
+        check: &check,
+        name: "podinfo",
+        namespace: "test",
+        target: "podinfo",
+        service: "podinfo",
+        template: None,
+        since: None,
+    };
+    match provider.measure_at(query, Instant::now()).await {
+        MetricValue::Error(message) => assert_eq!(
+            message,
+            "no serin-proxy replica to read metrics from (no ready endpoint behind \
+             --proxy-metrics a/b)"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
