@@ -215,6 +215,19 @@ pub enum SendError {
     },
 }
 
+impl SendError {
+    /// Whether the request's own body failed (it is the client's): the backend is not to blame.
+    pub fn client_fault(&self) -> bool {
+        matches!(
+            self,
+            SendError::Exchange {
+                source: ExchangeError::RequestBody(_) | ExchangeError::RequestBodyLength,
+                ..
+            }
+        )
+    }
+}
+
 impl Upstream {
     /// An empty pool. Must be called inside a Tokio runtime: connections are registered with
     /// that runtime's reactor, and a task of its own closes expired idle connections.

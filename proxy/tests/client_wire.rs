@@ -477,3 +477,108 @@ async fn idle_keep_alive_connections_close_as_soon_as_shutdown_begins() {
     );
     assert_eq!(a.hits(), 3);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and unusual input.
+
+/// Requests of route test/r counted against backend a with `code`.
+fn backend_count(metrics: &str, code: u16) -> f64 {
+    sample(
+        metrics,
+        &format!(
+            "serin_http_requests_total{{route=\"test/r\",backend=\"test/a\",code=\"{code}\",traffic=\"live\"}}"
+        ),
+    )
+}
+
+/// Requests of route test/r the client broke: counted with an empty backend.
+fn client_count(metrics: &str, code: u16) -> f64 {
+    sample(
+        metrics,
+        &format!(
+            "serin_http_requests_total{{route=\"test/r\",backend=\"\",code=\"{code}\",traffic=\"live\"}}"
+        ),
+    )
+}
+
+/// Sends each of `requests` on a connection of its own: each must be answered 400 and the
+/// connection closed, and counted as the client's fault, never against the backend.
+async fn client_faults(requests: &[&[u8]]) {
+    let (_a, h) = setup().await;
+    for request in requests {
+        let text = String::from_utf8_lossy(request);
+        let mut wire = connect(&h).await;
+        send(&mut wire, request).await;
+        let (head, _, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 400, "{text:?}");
+        assert_eq!(head.get("connection"), Some("close"), "{text:?}");
+        assert!(
+            closes(&mut wire).await,
+            "{text:?}: the connection stays open"
+        );
+    }
+    let m = h.metrics().await;
+    for code in [400, 500, 502, 503, 504] {
+        assert_eq!(
+            backend_count(&m, code),
+            0.0,
+            "code {code} counted for the backend"
+        );
+    }
+    assert_eq!(client_count(&m, 400), requests.len() as f64);
+    // The proxy keeps serving, and counts what the backend answers as the backend's.
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut wire, false).await.0.status(), 200);
+    assert_eq!(backend_count(&h.metrics().await, 200), 1.0);
+}
+
+const CHUNKED_POST: &str =
+    "POST /c HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+fn chunked_post(body: &str) -> Vec<u8> {
+    format!("{CHUNKED_POST}{body}").into_bytes()
+}
+
+#[tokio::test]
+async fn malformed_chunk_sizes_are_400_and_not_counted_against_the_backend() {
+    let bodies = [
+        " 5\r\nhello\r\n0\r\n\r\n",
+        "10000000000000005\r\nhello\r\n0\r\n\r\n",
+        "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "5 5\r\nhello\r\n0\r\n\r\n",
+    ];
+    let requests: Vec<Vec<u8>> = bodies.iter().map(|b| chunked_post(b)).collect();
+    let requests: Vec<&[u8]> = requests.iter().map(Vec::as_slice).collect();
+    client_faults(&requests).await;
+}
+
+#[tokio::test]
+async fn chunk_data_longer_than_its_size_is_400_and_not_counted_against_the_backend() {
+    client_faults(&[&chunked_post("3\r\nhello\r\n0\r\n\r\n")]).await;
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_a_half_close_is_400_and_not_counted_against_the_backend() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"POST /short HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .await;
+    wire.stream.shutdown().await.unwrap();
+    let (head, _, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 400);
+    assert_eq!(head.get("connection"), Some("close"));
+    assert!(closes(&mut wire).await);
+    let m = h.metrics().await;
+    assert_eq!(backend_count(&m, 502), 0.0);
+    assert_eq!(client_count(&m, 400), 1.0);
+}
