@@ -43,7 +43,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::body::{BoxError, next_frame};
 pub use body::UpstreamBody;
-pub use wire::RawFields;
+pub use wire::{ChunkedError, RawFields};
 use wire::{Parsed, RequestFraming, ResponseHead};
 
 mod body;
@@ -196,6 +196,8 @@ pub enum ExchangeError {
     HeadTooLarge,
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+    #[error("invalid chunked response body: {0}")]
+    Chunked(#[source] ChunkedError),
     #[error("the request body: {0}")]
     RequestBody(#[source] BoxError),
     #[error("the request body does not match its content-length")]

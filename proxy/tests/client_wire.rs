@@ -565,6 +565,15 @@ async fn chunk_data_longer_than_its_size_is_400_and_not_counted_against_the_back
 }
 
 #[tokio::test]
+async fn an_empty_chunk_size_line_is_400_not_the_last_chunk() {
+    client_faults(&[
+        &chunked_post("5\r\nhello\r\n\r\n\r\n"),
+        &chunked_post("5\r\nhello\r\n \r\n\r\n"),
+    ])
+    .await;
+}
+
+#[tokio::test]
 async fn a_body_cut_short_by_a_half_close_is_400_and_not_counted_against_the_backend() {
     let (_a, h) = setup().await;
     let mut wire = connect(&h).await;
@@ -581,4 +590,40 @@ async fn a_body_cut_short_by_a_half_close_is_400_and_not_counted_against_the_bac
     let m = h.metrics().await;
     assert_eq!(backend_count(&m, 502), 0.0);
     assert_eq!(client_count(&m, 400), 1.0);
+}
+
+/// Sends `request` (with `Connection: close` in it) and returns what the backend saw.
+async fn accepted(h: &Harness, request: &[u8]) -> Value {
+    let mut wire = connect(h).await;
+    send(&mut wire, request).await;
+    let (head, body, complete) = response(&mut wire, false).await;
+    assert_eq!(
+        head.status(),
+        200,
+        "{:?}: {}",
+        String::from_utf8_lossy(request),
+        String::from_utf8_lossy(&body)
+    );
+    assert!(complete);
+    seen(&body)
+}
+
+#[tokio::test]
+async fn chunk_sizes_with_leading_zeros_and_bare_lf_chunk_lines_are_accepted() {
+    let (_a, h) = setup().await;
+    let bodies = [
+        "000000000000000000000005\r\nhello\r\n000\r\n\r\n",
+        "5\nhello\n0\n\n",
+        "5;ext=1\nhello\r\n0\n\r\n",
+        "5\r\nhello\n0\r\n\n",
+        // A bare LF ends the chunk-size line, extension or not: what follows is data.
+        "5;a\nhello\r\n0\r\n\r\n",
+    ];
+    for body in bodies {
+        let request = format!(
+            "POST /c HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let seen = accepted(&h, request.as_bytes()).await;
+        assert_eq!(seen["body_len"], 5, "{body:?}");
+    }
 }

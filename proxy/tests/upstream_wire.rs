@@ -75,6 +75,8 @@ struct Seen {
     head: Head,
     /// The body, decoded by the framing its head announced.
     body: Vec<u8>,
+    /// The trailer fields of a chunked body.
+    trailers: Vec<(String, String)>,
 }
 
 /// A backend on loopback that answers each request (in arrival order, across connections) with
@@ -157,6 +159,7 @@ async fn serve_script(
             connection,
             head,
             body,
+            trailers: std::mem::take(&mut wire.trailers),
         });
         if !complete {
             return;
@@ -279,6 +282,8 @@ struct RawResponse {
     body: Vec<u8>,
     /// Whether the body ended as its framing says (rather than the connection ending early).
     complete: bool,
+    /// The trailer fields of a chunked body.
+    trailers: Vec<(String, String)>,
 }
 
 /// Writes `parts` to the proxy on a new connection (20 ms apart) and reads one response.
@@ -298,7 +303,8 @@ async fn raw_exchange(port: u16, parts: &[&[u8]]) -> Result<RawResponse, String>
                 .await
                 .map_err(|e| format!("write: {e}"))?;
         }
-        let (head, body, complete) = Wire::new(stream)
+        let mut wire = Wire::new(stream);
+        let (head, body, complete) = wire
             .read_response(false)
             .await
             .ok_or("the connection ended before a response head")?;
@@ -306,6 +312,7 @@ async fn raw_exchange(port: u16, parts: &[&[u8]]) -> Result<RawResponse, String>
             head,
             body,
             complete,
+            trailers: wire.trailers,
         })
     };
     tokio::time::timeout(PATIENCE, exchange)
@@ -853,4 +860,78 @@ async fn fields_passed_on_as_received_reach_http1_and_h2c_clients_alike() {
     assert_eq!(cookies, ["a=1", "b=2"]);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hello");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the backend receives of a client's framing and trailers.
+
+#[tokio::test]
+async fn request_trailers_are_unfolded_and_forbidden_ones_dropped() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(ok("stored")));
+    let r = raw_exchange(
+        h.port,
+        &[b"POST /t HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+            5\r\nhello\r\n0\r\nX-Folded: one\r\n two\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\
+            Host: admin.example\r\nTrailer: x-a\r\nAuthorization: Basic YTpi\r\nX-Checksum: 42\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.status(), 200, "{:?}", r.head);
+    let seen = b.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"hello");
+    let trailers: Vec<(&str, String)> = seen[0]
+        .trailers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trailers,
+        [
+            ("x-folded", "one two".to_owned()),
+            ("x-checksum", "42".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn response_trailers_are_unfolded_and_forbidden_ones_dropped() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\
+         X-Folded: one\r\n\ttwo\r\nContent-Length: 100\r\nSet-Cookie: a=b\r\nContent-Type: text/html\r\n\
+         X-Checksum: 42\r\n\r\n",
+    ));
+    let r = raw_exchange(
+        h.port,
+        &[b"GET /t HTTP/1.1\r\nHost: app.example.com\r\nTE: trailers\r\nConnection: close\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.status(), 200, "{:?}", r.head);
+    assert_eq!(r.body, b"hello");
+    assert!(r.complete);
+    let trailers: Vec<(&str, String)> = r
+        .trailers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trailers,
+        [
+            ("x-folded", "one two".to_owned()),
+            ("x-checksum", "42".to_owned())
+        ]
+    );
 }
