@@ -627,3 +627,25 @@ async fn chunk_sizes_with_leading_zeros_and_bare_lf_chunk_lines_are_accepted() {
         assert_eq!(seen["body_len"], 5, "{body:?}");
     }
 }
+
+#[tokio::test]
+async fn content_length_with_leading_zeros_is_accepted() {
+    let (_a, h) = setup().await;
+    let seen = accepted(
+        &h,
+        b"POST /cl HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nContent-Length: 0000000000000000000000005\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(seen["body_len"], 5);
+    assert_eq!(seen["headers"]["content-length"], "5");
+}
+
+#[tokio::test]
+async fn unequal_content_lengths_in_one_list_are_400() {
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 4, 3\r\n\r\nabcd",
+        400,
+        "invalid content-length",
+    )
+    .await;
+}

@@ -866,6 +866,38 @@ async fn fields_passed_on_as_received_reach_http1_and_h2c_clients_alike() {
 // What the backend receives of a client's framing and trailers.
 
 #[tokio::test]
+async fn equal_content_lengths_reach_the_backend_as_one_normalised_value() {
+    let (b, h) = setup().await;
+    let lengths = [
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 5, 5",
+        "Content-Length: 005",
+        "Content-Length: 000000000000000000000000005",
+    ];
+    for length in lengths {
+        b.push(Step::keep(ok("stored")));
+        let request = format!(
+            "POST /cl HTTP/1.1\r\nHost: app.example.com\r\n{length}\r\nConnection: close\r\n\r\nhello"
+        );
+        let r = raw_exchange(h.port, &[request.as_bytes()]).await.unwrap();
+        assert_eq!(r.head.status(), 200, "{length:?}");
+    }
+    let seen = b.seen();
+    assert_eq!(seen.len(), lengths.len());
+    for (seen, length) in seen.iter().zip(lengths) {
+        let forwarded: Vec<&str> = seen
+            .head
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(forwarded, ["5"], "{length:?}");
+        assert_eq!(seen.body, b"hello", "{length:?}");
+    }
+}
+
+#[tokio::test]
 async fn request_trailers_are_unfolded_and_forbidden_ones_dropped() {
     let (b, h) = setup().await;
     b.push(Step::keep(ok("stored")));

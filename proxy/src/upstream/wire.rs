@@ -55,8 +55,9 @@ impl RequestFraming {
 }
 
 /// Writes the request head: request line in origin form, the headers, then `extra`, and the
-/// framing header `framing` calls for (the client's `Content-Length` / `Transfer-Encoding` are
-/// replaced when they do not match it).
+/// framing field `framing` calls for. The client's own `Content-Length` and
+/// `Transfer-Encoding` are never passed on as they came: the backend gets one field the proxy
+/// wrote, so duplicate, list-valued or zero-padded lengths reach it as one plain number.
 pub(super) fn encode_head(
     dst: &mut Vec<u8>,
     head: &request::Parts,
@@ -68,23 +69,25 @@ pub(super) fn encode_head(
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    let own_framing = match framing {
-        RequestFraming::Empty => false,
-        RequestFraming::Length(_) => !head.headers.contains_key(header::CONTENT_LENGTH),
-        RequestFraming::Chunked => true,
-    };
+    let mut length_field = false;
     for (name, value) in head.headers.iter().chain(extra.iter().map(|(n, v)| (n, v))) {
-        if (own_framing && *name == header::CONTENT_LENGTH) || *name == header::TRANSFER_ENCODING {
+        if *name == header::CONTENT_LENGTH {
+            length_field = true;
+            continue;
+        }
+        if *name == header::TRANSFER_ENCODING {
             continue;
         }
         encode_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
-        RequestFraming::Length(n) if own_framing => {
+        RequestFraming::Length(n) => {
             let _ = write!(dst, "content-length: {n}\r\n");
         }
+        // An empty body the client announced (`Content-Length: 0` on a POST, say).
+        RequestFraming::Empty if length_field => dst.extend_from_slice(b"content-length: 0\r\n"),
         RequestFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
+        RequestFraming::Empty => {}
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -569,14 +572,21 @@ pub(crate) fn merge_content_length(
     length
 }
 
-/// A `Content-Length` value: decimal digits only.
+/// A `Content-Length` value: decimal digits only (leading zeros allowed), at most
+/// [`MAX_LENGTH`].
 pub(crate) fn parse_length(digits: &[u8]) -> Result<u64, ()> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return Err(());
     }
-    Ok(digits
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return Err(());
+        }
+        n.checked_mul(10)
+            .map(|n| n + u64::from(d - b'0'))
+            .filter(|&n| n <= MAX_LENGTH)
+            .ok_or(())
+    })
 }
 
 /// The `Content-Length` of a request: every field and list member must be the same number.

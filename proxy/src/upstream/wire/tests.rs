@@ -404,6 +404,31 @@ fn trailers_are_unfolded_and_forbidden_ones_dropped() {
 }
 
 #[test]
+fn lengths_may_have_leading_zeros_and_stay_below_2_pow_63() {
+    assert_eq!(parse_length(b"0"), Ok(0));
+    assert_eq!(parse_length(b"000000000000000000000000042"), Ok(42));
+    assert_eq!(parse_length(b"9223372036854775807"), Ok(i64::MAX as u64));
+    for bad in [
+        &b""[..],
+        b"9223372036854775808",
+        b"99999999999999999999",
+        b"+1",
+        b"-1",
+        b"1 2",
+        b"0x1",
+    ] {
+        assert_eq!(
+            parse_length(bad),
+            Err(()),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert_eq!(merge_content_length(None, b"005, 5"), Some(Ok(5)));
+    assert_eq!(merge_content_length(Some(Ok(5)), b"6"), Some(Err(())));
+}
+
+#[test]
 fn request_heads_carry_the_chosen_framing() {
     let encode = |request: Request<()>, end_stream, exact| {
         let (parts, ()) = request.into_parts();
@@ -430,6 +455,28 @@ fn request_heads_carry_the_chosen_framing() {
             RequestFraming::Length(5),
             "POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".to_owned()
         )
+    );
+    // Repeated, listed or zero-padded lengths go out as one plain number.
+    let repeated = Request::post("/")
+        .header("content-length", "005")
+        .header("content-length", "5, 5")
+        .header("x-a", "1")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        encode(repeated, false, Some(5)),
+        (
+            RequestFraming::Length(5),
+            "POST / HTTP/1.1\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n".to_owned()
+        )
+    );
+    let announced_empty = Request::post("/")
+        .header("content-length", "00")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        encode(announced_empty, true, Some(0)).1,
+        "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
     );
     let sized = Request::post("/").body(()).unwrap();
     assert_eq!(
