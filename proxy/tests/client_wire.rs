@@ -641,6 +641,55 @@ async fn content_length_with_leading_zeros_is_accepted() {
 }
 
 #[tokio::test]
+async fn any_http_1_minor_version_is_served_as_http_1_1() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /one HTTP/1.2\r\nHost: app.example.com\r\n\r\nGET /two HTTP/1.9\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    for path in ["/one", "/two"] {
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.start, "HTTP/1.1 200 OK");
+        assert_eq!(seen(&body)["path"], path);
+        // Persistent, as HTTP/1.1 is.
+        assert_eq!(head.get("connection"), None);
+    }
+    assert_eq!(a.hits(), 2);
+}
+
+#[tokio::test]
+async fn http_2_request_line_over_http_1_is_still_505() {
+    refused(
+        b"GET / HTTP/2.0\r\nHost: app.example.com\r\n\r\n",
+        505,
+        "HTTP version not supported",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_authority_form_target_is_400_unless_connect() {
+    refused(
+        b"GET app.example.com:80 HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "authority-form target without CONNECT",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn connect_is_405_never_forwarded() {
+    refused(
+        b"CONNECT app.example.com:443 HTTP/1.1\r\nHost: app.example.com:443\r\n\r\n",
+        405,
+        "CONNECT is not supported",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn unequal_content_lengths_in_one_list_are_400() {
     refused(
         b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 4, 3\r\n\r\nabcd",
@@ -648,4 +697,19 @@ async fn unequal_content_lengths_in_one_list_are_400() {
         "invalid content-length",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_host_with_spaces_slashes_or_userinfo_or_an_empty_host_is_400() {
+    for host in [
+        "app.example.com/admin",
+        "app example.com",
+        "app.example.com\\x",
+        "user@app.example.com",
+        "app.example.com?",
+        "",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        refused(request.as_bytes(), 400, "invalid host").await;
+    }
 }
