@@ -13,8 +13,15 @@
 //!   │    └─ a reused connection failed before any response byte and the request can be
 //!   │       sent again (idempotent, no body): next connection
 //!   ─> the body streams to the caller; at its end the connection goes back to the pool,
-//!      unless the backend asked to close it; a body dropped early closes the connection.
+//!      unless the backend asked to close it or sent more than the response; a body dropped
+//!      early closes the connection.
 //! ```
+//!
+//! A connection never carries bytes from one exchange into the next: one with anything left
+//! after a complete response (past its `Content-Length`, after a 204, 304 or HEAD answer, after
+//! the last chunk) is closed rather than pooled, and one that receives bytes while idle is
+//! closed when it is next taken out (`Conn::still_open`, which learns of them from the
+//! reactor without a system call of its own).
 //!
 //! Hand-written on httparse rather than on hyper's client: that client drives each connection
 //! from a task of its own, so a request crossed tasks twice (request over, head and body back);

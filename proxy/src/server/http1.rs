@@ -16,10 +16,25 @@
 //!
 //! - limits: a request head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (431
 //!   beyond), `--header-read-timeout` to receive a head, idle time between requests included;
-//! - exactly one `Host` in HTTP/1.1 requests (400 otherwise, RFC 9112 §3.2);
+//! - the request line: HTTP/1.0 and HTTP/1.1, a later HTTP/1 minor version served as HTTP/1.1
+//!   (RFC 9110 §2.5), any other version 505; `CONNECT` is refused (405: the proxy opens no
+//!   tunnels) and so is an authority-form target with any other method (400, RFC 9112 §3.2.3);
+//! - exactly one `Host` in HTTP/1.1 requests, and a valid one: not empty, only what an
+//!   authority's host and port may hold (no space, slash, backslash, `@`, `?`, `#`); 400
+//!   otherwise (RFC 9112 §3.2);
 //! - request framing: `Content-Length`, or `Transfer-Encoding: chunked` alone; both at once, a
 //!   transfer coding other than chunked, or a malformed length is refused (400, 501) and the
-//!   connection closed, so no request can be smuggled past the proxy;
+//!   connection closed, so no request can be smuggled past the proxy. A length with leading
+//!   zeros, repeated or listed with equal values is accepted, and the backend gets one plain
+//!   `Content-Length` (unequal values are a 400). Chunked bodies are decoded as
+//!   `upstream::wire::Chunked::decode` says (leading zeros and bare-LF line ends accepted, a
+//!   size line without digits refused); forbidden trailer fields are dropped and folded ones
+//!   unfolded;
+//! - a request body the client breaks (malformed chunks, fewer bytes than announced before it
+//!   closes) is answered 400 and the connection closed; the request is counted as the client's
+//!   fault (`backend=""`), never against the backend it was forwarded to
+//!   ([`crate::ProxyError::client_fault`]). The body is sent whole before the backend's answer
+//!   is read, so no answer has started when that happens;
 //! - `Expect: 100-continue`: the interim response goes out when the body is first read;
 //! - persistence: HTTP/1.1 keeps the connection unless `Connection: close`, HTTP/1.0 only with
 //!   `Connection: keep-alive`; a request body left unread closes the connection after the
