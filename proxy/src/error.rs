@@ -55,6 +55,11 @@ pub enum ProxyError {
     Timeout,
     #[error("{0}")]
     Upstream(#[source] crate::upstream::SendError),
+    /// The client's request body could not be read to its end: malformed chunked coding,
+    /// shorter than its `Content-Length` (the client closed first), a failed client connection.
+    /// The backend may have received part of the request, but did nothing wrong.
+    #[error("{0}")]
+    RequestBody(#[source] crate::upstream::SendError),
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
 }
@@ -68,7 +73,18 @@ impl ProxyError {
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// Whether the client caused the failure rather than the backend or the proxy.
+    ///
+    /// Such a request is counted in `serin_http_requests_total` with an empty `backend` label
+    /// (as the requests of a rule without a weighted backend are), never against the backend
+    /// picked for it: the built-in analysis judges a canary by its backend's series, so a 5xx
+    /// recorded there would let any client fail someone's release, and even a 4xx would dilute
+    /// the backend's error rate. The `code` stays the one the client got.
+    pub fn client_fault(&self) -> bool {
+        matches!(self, ProxyError::RequestBody(_) | ProxyError::BadRequest(_))
     }
 }

@@ -12,7 +12,8 @@
 //! It all runs on the serving thread that owns the client's connection ([`Workers`]).
 //!
 //! Every failure becomes a status code in [`ProxyError::status`]; a failure after a backend was
-//! picked is counted as that backend's response.
+//! picked is counted as that backend's response, unless the client caused it
+//! ([`ProxyError::client_fault`]: counted with `backend=""`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,12 +186,14 @@ impl Proxy {
                 e.status()
             }
         };
-        let metrics = match decision.backend() {
-            Some(backend) => Some(&backend.metrics),
-            None => decision.rule.unbacked.as_ref(),
-        };
-        if let Some(metrics) = metrics {
-            metrics.record(status.as_u16(), start.elapsed());
+        match decision.backend() {
+            Some(backend) if !response.as_ref().is_err_and(ProxyError::client_fault) => {
+                backend.metrics.record(status.as_u16(), start.elapsed());
+            }
+            _ => decision
+                .rule
+                .unattributed
+                .record(status.as_u16(), start.elapsed()),
         }
         response.unwrap_or_else(|e| error_response(&e))
     }
@@ -308,6 +311,7 @@ impl Proxy {
                 target.connect_errors.inc();
                 ProxyError::Connect(e)
             }
+            e if e.client_fault() => ProxyError::RequestBody(e),
             e @ SendError::Exchange { .. } => ProxyError::Upstream(e),
         })?;
         // The upstream client passes on no hop-by-hop field. It may keep the fields as
@@ -416,6 +420,7 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         ProxyError::Connect(_) => "upstream connect error\n",
         ProxyError::Timeout => "upstream timeout\n",
         ProxyError::Upstream(_) => "upstream error\n",
+        ProxyError::RequestBody(_) => "invalid request body\n",
         ProxyError::BadRequest(_) => "bad request\n",
     };
     let mut response = Response::new(ProxyBody::message(text));

@@ -326,6 +326,40 @@ impl std::fmt::Debug for RouteBackendMetrics {
     }
 }
 
+/// The handles of a route's requests that no backend answers for (`backend=""`): those of a
+/// rule without a weighted backend, and those the client broke. Created on first use, so that
+/// a route that never has such a request costs nothing and exports no such series.
+pub struct Unattributed {
+    handles: OnceLock<RouteBackendMetrics>,
+    metrics: Metrics,
+    route: Arc<str>,
+}
+
+impl Unattributed {
+    pub fn new(metrics: &Metrics, route: Arc<str>) -> Unattributed {
+        Unattributed {
+            handles: OnceLock::new(),
+            metrics: metrics.clone(),
+            route,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.handles
+            .get_or_init(|| self.metrics.route_backend(&self.route, "", Traffic::live))
+            .record(status, elapsed);
+    }
+}
+
+impl std::fmt::Debug for Unattributed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unattributed")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One client connection counted in `serin_open_connections` for as long as it lives.
 pub struct OpenConnection(Gauge);
 

@@ -13,8 +13,15 @@
 //!   │    └─ a reused connection failed before any response byte and the request can be
 //!   │       sent again (idempotent, no body): next connection
 //!   ─> the body streams to the caller; at its end the connection goes back to the pool,
-//!      unless the backend asked to close it; a body dropped early closes the connection.
+//!      unless the backend asked to close it or sent more than the response; a body dropped
+//!      early closes the connection.
 //! ```
+//!
+//! A connection never carries bytes from one exchange into the next: one with anything left
+//! after a complete response (past its `Content-Length`, after a 204, 304 or HEAD answer, after
+//! the last chunk) is closed rather than pooled, and one that receives bytes while idle is
+//! closed when it is next taken out (`Conn::still_open`, which learns of them from the
+//! reactor without a system call of its own).
 //!
 //! Hand-written on httparse rather than on hyper's client: that client drives each connection
 //! from a task of its own, so a request crossed tasks twice (request over, head and body back);
@@ -43,7 +50,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::body::{BoxError, next_frame};
 pub use body::UpstreamBody;
-pub use wire::RawFields;
+pub use wire::{ChunkedError, RawFields};
 use wire::{Parsed, RequestFraming, ResponseHead};
 
 mod body;
@@ -196,6 +203,8 @@ pub enum ExchangeError {
     HeadTooLarge,
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+    #[error("invalid chunked response body: {0}")]
+    Chunked(#[source] ChunkedError),
     #[error("the request body: {0}")]
     RequestBody(#[source] BoxError),
     #[error("the request body does not match its content-length")]
@@ -213,6 +222,19 @@ pub enum SendError {
         #[source]
         source: ExchangeError,
     },
+}
+
+impl SendError {
+    /// Whether the request's own body failed (it is the client's): the backend is not to blame.
+    pub fn client_fault(&self) -> bool {
+        matches!(
+            self,
+            SendError::Exchange {
+                source: ExchangeError::RequestBody(_) | ExchangeError::RequestBodyLength,
+                ..
+            }
+        )
+    }
 }
 
 impl Upstream {

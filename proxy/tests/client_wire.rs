@@ -477,3 +477,239 @@ async fn idle_keep_alive_connections_close_as_soon_as_shutdown_begins() {
     );
     assert_eq!(a.hits(), 3);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and unusual input.
+
+/// Requests of route test/r counted against backend a with `code`.
+fn backend_count(metrics: &str, code: u16) -> f64 {
+    sample(
+        metrics,
+        &format!(
+            "serin_http_requests_total{{route=\"test/r\",backend=\"test/a\",code=\"{code}\",traffic=\"live\"}}"
+        ),
+    )
+}
+
+/// Requests of route test/r the client broke: counted with an empty backend.
+fn client_count(metrics: &str, code: u16) -> f64 {
+    sample(
+        metrics,
+        &format!(
+            "serin_http_requests_total{{route=\"test/r\",backend=\"\",code=\"{code}\",traffic=\"live\"}}"
+        ),
+    )
+}
+
+/// Sends each of `requests` on a connection of its own: each must be answered 400 and the
+/// connection closed, and counted as the client's fault, never against the backend.
+async fn client_faults(requests: &[&[u8]]) {
+    let (_a, h) = setup().await;
+    for request in requests {
+        let text = String::from_utf8_lossy(request);
+        let mut wire = connect(&h).await;
+        send(&mut wire, request).await;
+        let (head, _, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 400, "{text:?}");
+        assert_eq!(head.get("connection"), Some("close"), "{text:?}");
+        assert!(
+            closes(&mut wire).await,
+            "{text:?}: the connection stays open"
+        );
+    }
+    let m = h.metrics().await;
+    for code in [400, 500, 502, 503, 504] {
+        assert_eq!(
+            backend_count(&m, code),
+            0.0,
+            "code {code} counted for the backend"
+        );
+    }
+    assert_eq!(client_count(&m, 400), requests.len() as f64);
+    // The proxy keeps serving, and counts what the backend answers as the backend's.
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut wire, false).await.0.status(), 200);
+    assert_eq!(backend_count(&h.metrics().await, 200), 1.0);
+}
+
+const CHUNKED_POST: &str =
+    "POST /c HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+fn chunked_post(body: &str) -> Vec<u8> {
+    format!("{CHUNKED_POST}{body}").into_bytes()
+}
+
+#[tokio::test]
+async fn malformed_chunk_sizes_are_400_and_not_counted_against_the_backend() {
+    let bodies = [
+        " 5\r\nhello\r\n0\r\n\r\n",
+        "10000000000000005\r\nhello\r\n0\r\n\r\n",
+        "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "5 5\r\nhello\r\n0\r\n\r\n",
+    ];
+    let requests: Vec<Vec<u8>> = bodies.iter().map(|b| chunked_post(b)).collect();
+    let requests: Vec<&[u8]> = requests.iter().map(Vec::as_slice).collect();
+    client_faults(&requests).await;
+}
+
+#[tokio::test]
+async fn chunk_data_longer_than_its_size_is_400_and_not_counted_against_the_backend() {
+    client_faults(&[&chunked_post("3\r\nhello\r\n0\r\n\r\n")]).await;
+}
+
+#[tokio::test]
+async fn an_empty_chunk_size_line_is_400_not_the_last_chunk() {
+    client_faults(&[
+        &chunked_post("5\r\nhello\r\n\r\n\r\n"),
+        &chunked_post("5\r\nhello\r\n \r\n\r\n"),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_a_half_close_is_400_and_not_counted_against_the_backend() {
+    let (_a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"POST /short HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .await;
+    wire.stream.shutdown().await.unwrap();
+    let (head, _, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 400);
+    assert_eq!(head.get("connection"), Some("close"));
+    assert!(closes(&mut wire).await);
+    let m = h.metrics().await;
+    assert_eq!(backend_count(&m, 502), 0.0);
+    assert_eq!(client_count(&m, 400), 1.0);
+}
+
+/// Sends `request` (with `Connection: close` in it) and returns what the backend saw.
+async fn accepted(h: &Harness, request: &[u8]) -> Value {
+    let mut wire = connect(h).await;
+    send(&mut wire, request).await;
+    let (head, body, complete) = response(&mut wire, false).await;
+    assert_eq!(
+        head.status(),
+        200,
+        "{:?}: {}",
+        String::from_utf8_lossy(request),
+        String::from_utf8_lossy(&body)
+    );
+    assert!(complete);
+    seen(&body)
+}
+
+#[tokio::test]
+async fn chunk_sizes_with_leading_zeros_and_bare_lf_chunk_lines_are_accepted() {
+    let (_a, h) = setup().await;
+    let bodies = [
+        "000000000000000000000005\r\nhello\r\n000\r\n\r\n",
+        "5\nhello\n0\n\n",
+        "5;ext=1\nhello\r\n0\n\r\n",
+        "5\r\nhello\n0\r\n\n",
+        // A bare LF ends the chunk-size line, extension or not: what follows is data.
+        "5;a\nhello\r\n0\r\n\r\n",
+    ];
+    for body in bodies {
+        let request = format!(
+            "POST /c HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let seen = accepted(&h, request.as_bytes()).await;
+        assert_eq!(seen["body_len"], 5, "{body:?}");
+    }
+}
+
+#[tokio::test]
+async fn content_length_with_leading_zeros_is_accepted() {
+    let (_a, h) = setup().await;
+    let seen = accepted(
+        &h,
+        b"POST /cl HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nContent-Length: 0000000000000000000000005\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(seen["body_len"], 5);
+    assert_eq!(seen["headers"]["content-length"], "5");
+}
+
+#[tokio::test]
+async fn any_http_1_minor_version_is_served_as_http_1_1() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    send(
+        &mut wire,
+        b"GET /one HTTP/1.2\r\nHost: app.example.com\r\n\r\nGET /two HTTP/1.9\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    for path in ["/one", "/two"] {
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.start, "HTTP/1.1 200 OK");
+        assert_eq!(seen(&body)["path"], path);
+        // Persistent, as HTTP/1.1 is.
+        assert_eq!(head.get("connection"), None);
+    }
+    assert_eq!(a.hits(), 2);
+}
+
+#[tokio::test]
+async fn http_2_request_line_over_http_1_is_still_505() {
+    refused(
+        b"GET / HTTP/2.0\r\nHost: app.example.com\r\n\r\n",
+        505,
+        "HTTP version not supported",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_authority_form_target_is_400_unless_connect() {
+    refused(
+        b"GET app.example.com:80 HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "authority-form target without CONNECT",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn connect_is_405_never_forwarded() {
+    refused(
+        b"CONNECT app.example.com:443 HTTP/1.1\r\nHost: app.example.com:443\r\n\r\n",
+        405,
+        "CONNECT is not supported",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unequal_content_lengths_in_one_list_are_400() {
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 4, 3\r\n\r\nabcd",
+        400,
+        "invalid content-length",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_host_with_spaces_slashes_or_userinfo_or_an_empty_host_is_400() {
+    for host in [
+        "app.example.com/admin",
+        "app example.com",
+        "app.example.com\\x",
+        "user@app.example.com",
+        "app.example.com?",
+        "",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        refused(request.as_bytes(), 400, "invalid host").await;
+    }
+}

@@ -27,7 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 // The scripted backend.
 
 /// What the backend does with its connection after writing a step's bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Then {
     /// Waits for the next request on the same connection.
     KeepOpen,
@@ -35,6 +35,8 @@ enum Then {
     Close,
     /// Closes the connection after this long (a server-side idle close).
     CloseAfter(Duration),
+    /// Writes more bytes after this long, unasked, and waits for the next request.
+    SendLater(Duration, Vec<u8>),
 }
 
 /// The answer to one request: raw bytes, then what happens to the connection.
@@ -65,6 +67,13 @@ impl Step {
             then: Then::CloseAfter(after),
         }
     }
+
+    fn send_later(bytes: impl Into<Vec<u8>>, after: Duration, more: impl Into<Vec<u8>>) -> Step {
+        Step {
+            bytes: bytes.into(),
+            then: Then::SendLater(after, more.into()),
+        }
+    }
 }
 
 /// One request as the backend received it.
@@ -75,6 +84,8 @@ struct Seen {
     head: Head,
     /// The body, decoded by the framing its head announced.
     body: Vec<u8>,
+    /// The trailer fields of a chunked body.
+    trailers: Vec<(String, String)>,
 }
 
 /// A backend on loopback that answers each request (in arrival order, across connections) with
@@ -157,6 +168,7 @@ async fn serve_script(
             connection,
             head,
             body,
+            trailers: std::mem::take(&mut wire.trailers),
         });
         if !complete {
             return;
@@ -172,6 +184,10 @@ async fn serve_script(
             Then::CloseAfter(d) => {
                 tokio::time::sleep(d).await;
                 return;
+            }
+            Then::SendLater(d, more) => {
+                tokio::time::sleep(d).await;
+                let _ = wire.stream.write_all(&more).await;
             }
         }
     }
@@ -279,6 +295,8 @@ struct RawResponse {
     body: Vec<u8>,
     /// Whether the body ended as its framing says (rather than the connection ending early).
     complete: bool,
+    /// The trailer fields of a chunked body.
+    trailers: Vec<(String, String)>,
 }
 
 /// Writes `parts` to the proxy on a new connection (20 ms apart) and reads one response.
@@ -298,7 +316,8 @@ async fn raw_exchange(port: u16, parts: &[&[u8]]) -> Result<RawResponse, String>
                 .await
                 .map_err(|e| format!("write: {e}"))?;
         }
-        let (head, body, complete) = Wire::new(stream)
+        let mut wire = Wire::new(stream);
+        let (head, body, complete) = wire
             .read_response(false)
             .await
             .ok_or("the connection ended before a response head")?;
@@ -306,6 +325,7 @@ async fn raw_exchange(port: u16, parts: &[&[u8]]) -> Result<RawResponse, String>
             head,
             body,
             complete,
+            trailers: wire.trailers,
         })
     };
     tokio::time::timeout(PATIENCE, exchange)
@@ -853,4 +873,210 @@ async fn fields_passed_on_as_received_reach_http1_and_h2c_clients_alike() {
     assert_eq!(cookies, ["a=1", "b=2"]);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hello");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pool poisoning: bytes a backend sends after a complete response.
+
+/// The backend answers the first request (`method` /first) with `first`, then sends a second,
+/// unasked-for response on the same connection — with the first, or `later` — and keeps the
+/// connection open. The next request comes from another client connection; it must get its own
+/// answer over a new upstream connection, never the smuggled one.
+async fn smuggled_response_never_reaches_the_next_request(
+    method: &str,
+    first: &str,
+    later: Option<Duration>,
+) {
+    let (b, h) = setup().await;
+    let smuggled = ok("smuggled");
+    b.push(match later {
+        None => Step::keep([first.as_bytes(), &smuggled].concat()),
+        Some(after) => Step::send_later(first, after, smuggled),
+    });
+    b.push(Step::keep(ok("second")));
+    let r = fetch(&h, method, "/first", Bytes::new()).await.unwrap();
+    assert!(r.status.as_u16() < 400, "{r:?}");
+    assert_ne!(r.text(), "smuggled");
+    if let Some(after) = later {
+        // Not a measurement: the unasked-for bytes are on their way before the next request.
+        tokio::time::sleep(after * 4).await;
+    }
+    let r = raw_exchange(
+        h.port,
+        &[b"GET /second HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.status(), 200);
+    assert_eq!(String::from_utf8_lossy(&r.body), "second");
+    assert_eq!(
+        b.connections_used(),
+        [0, 1],
+        "a connection with unexpected bytes is not reused"
+    );
+}
+
+const SMUGGLE_AFTER: Duration = Duration::from_millis(50);
+
+#[tokio::test]
+async fn bytes_past_the_content_length_poison_no_later_request() {
+    let first = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst";
+    smuggled_response_never_reaches_the_next_request("GET", first, None).await;
+    smuggled_response_never_reaches_the_next_request("GET", first, Some(SMUGGLE_AFTER)).await;
+}
+
+#[tokio::test]
+async fn bytes_after_a_chunked_body_poison_no_later_request() {
+    let first = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n";
+    smuggled_response_never_reaches_the_next_request("GET", first, None).await;
+    smuggled_response_never_reaches_the_next_request("GET", first, Some(SMUGGLE_AFTER)).await;
+}
+
+#[tokio::test]
+async fn bytes_after_no_content_or_not_modified_poison_no_later_request() {
+    for first in [
+        "HTTP/1.1 204 No Content\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\n",
+    ] {
+        smuggled_response_never_reaches_the_next_request("GET", first, None).await;
+        smuggled_response_never_reaches_the_next_request("GET", first, Some(SMUGGLE_AFTER)).await;
+    }
+}
+
+#[tokio::test]
+async fn bytes_after_a_head_answer_poison_no_later_request() {
+    let first = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n";
+    smuggled_response_never_reaches_the_next_request("HEAD", first, None).await;
+    smuggled_response_never_reaches_the_next_request("HEAD", first, Some(SMUGGLE_AFTER)).await;
+}
+
+#[tokio::test]
+async fn a_smuggled_response_never_answers_a_pipelined_request() {
+    let (b, h) = setup().await;
+    b.push(Step::keep([&ok("first")[..], &ok("smuggled")].concat()));
+    b.push(Step::keep(ok("second")));
+    let mut wire = Wire::new(TcpStream::connect(("127.0.0.1", h.port)).await.unwrap());
+    wire.stream
+        .write_all(
+            b"GET /first HTTP/1.1\r\nHost: app.example.com\r\n\r\n\
+              GET /second HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for expected in ["first", "second"] {
+        let (head, body, complete) = tokio::time::timeout(PATIENCE, wire.read_response(false))
+            .await
+            .expect("no response in time")
+            .expect("the connection ended before a response");
+        assert_eq!(head.status(), 200);
+        assert!(complete);
+        assert_eq!(String::from_utf8_lossy(&body), expected);
+    }
+    assert_eq!(b.connections_used(), [0, 1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the backend receives of a client's framing and trailers.
+
+#[tokio::test]
+async fn equal_content_lengths_reach_the_backend_as_one_normalised_value() {
+    let (b, h) = setup().await;
+    let lengths = [
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 5, 5",
+        "Content-Length: 005",
+        "Content-Length: 000000000000000000000000005",
+    ];
+    for length in lengths {
+        b.push(Step::keep(ok("stored")));
+        let request = format!(
+            "POST /cl HTTP/1.1\r\nHost: app.example.com\r\n{length}\r\nConnection: close\r\n\r\nhello"
+        );
+        let r = raw_exchange(h.port, &[request.as_bytes()]).await.unwrap();
+        assert_eq!(r.head.status(), 200, "{length:?}");
+    }
+    let seen = b.seen();
+    assert_eq!(seen.len(), lengths.len());
+    for (seen, length) in seen.iter().zip(lengths) {
+        let forwarded: Vec<&str> = seen
+            .head
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(forwarded, ["5"], "{length:?}");
+        assert_eq!(seen.body, b"hello", "{length:?}");
+    }
+}
+
+#[tokio::test]
+async fn request_trailers_are_unfolded_and_forbidden_ones_dropped() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(ok("stored")));
+    let r = raw_exchange(
+        h.port,
+        &[b"POST /t HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+            5\r\nhello\r\n0\r\nX-Folded: one\r\n two\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\
+            Host: admin.example\r\nTrailer: x-a\r\nAuthorization: Basic YTpi\r\nX-Checksum: 42\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.status(), 200, "{:?}", r.head);
+    let seen = b.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"hello");
+    let trailers: Vec<(&str, String)> = seen[0]
+        .trailers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trailers,
+        [
+            ("x-folded", "one two".to_owned()),
+            ("x-checksum", "42".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn response_trailers_are_unfolded_and_forbidden_ones_dropped() {
+    let (b, h) = setup().await;
+    b.push(Step::keep(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\
+         X-Folded: one\r\n\ttwo\r\nContent-Length: 100\r\nSet-Cookie: a=b\r\nContent-Type: text/html\r\n\
+         X-Checksum: 42\r\n\r\n",
+    ));
+    let r = raw_exchange(
+        h.port,
+        &[b"GET /t HTTP/1.1\r\nHost: app.example.com\r\nTE: trailers\r\nConnection: close\r\n\r\n"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.head.status(), 200, "{:?}", r.head);
+    assert_eq!(r.body, b"hello");
+    assert!(r.complete);
+    let trailers: Vec<(&str, String)> = r
+        .trailers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trailers,
+        [
+            ("x-folded", "one two".to_owned()),
+            ("x-checksum", "42".to_owned())
+        ]
+    );
 }

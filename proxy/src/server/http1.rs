@@ -16,10 +16,25 @@
 //!
 //! - limits: a request head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (431
 //!   beyond), `--header-read-timeout` to receive a head, idle time between requests included;
-//! - exactly one `Host` in HTTP/1.1 requests (400 otherwise, RFC 9112 §3.2);
+//! - the request line: HTTP/1.0 and HTTP/1.1, a later HTTP/1 minor version served as HTTP/1.1
+//!   (RFC 9110 §2.5), any other version 505; `CONNECT` is refused (405: the proxy opens no
+//!   tunnels) and so is an authority-form target with any other method (400, RFC 9112 §3.2.3);
+//! - exactly one `Host` in HTTP/1.1 requests, and a valid one: not empty, only what an
+//!   authority's host and port may hold (no space, slash, backslash, `@`, `?`, `#`); 400
+//!   otherwise (RFC 9112 §3.2);
 //! - request framing: `Content-Length`, or `Transfer-Encoding: chunked` alone; both at once, a
 //!   transfer coding other than chunked, or a malformed length is refused (400, 501) and the
-//!   connection closed, so no request can be smuggled past the proxy;
+//!   connection closed, so no request can be smuggled past the proxy. A length with leading
+//!   zeros, repeated or listed with equal values is accepted, and the backend gets one plain
+//!   `Content-Length` (unequal values are a 400). Chunked bodies are decoded as
+//!   `upstream::wire::Chunked::decode` says (leading zeros and bare-LF line ends accepted, a
+//!   size line without digits refused); forbidden trailer fields are dropped and folded ones
+//!   unfolded;
+//! - a request body the client breaks (malformed chunks, fewer bytes than announced before it
+//!   closes) is answered 400 and the connection closed; the request is counted as the client's
+//!   fault (`backend=""`), never against the backend it was forwarded to
+//!   ([`crate::ProxyError::client_fault`]). The body is sent whole before the backend's answer
+//!   is read, so no answer has started when that happens;
 //! - `Expect: 100-continue`: the interim response goes out when the body is first read;
 //! - persistence: HTTP/1.1 keeps the connection unless `Connection: close`, HTTP/1.0 only with
 //!   `Connection: keep-alive`; a request body left unread closes the connection after the
@@ -109,6 +124,37 @@ pub(super) fn parse_request(
     buf: &mut BytesMut,
     spans: &mut Vec<[u32; 4]>,
 ) -> Result<Option<RequestHead>, Refused> {
+    match parse_head(buf, spans) {
+        Ok(head) => Ok(head),
+        Err(Fault::Refused(refused)) => Err(refused),
+        // RFC 9110 §2.5: a later HTTP/1 minor version is served as HTTP/1.1 (httparse knows
+        // only 1.0 and 1.1). Rare, so the head is parsed again rather than checked each time.
+        Err(Fault::Syntax(httparse::Error::Version)) if later_minor_version(buf) => {
+            match parse_head(buf, spans) {
+                Ok(head) => Ok(head),
+                Err(Fault::Refused(refused)) => Err(refused),
+                Err(Fault::Syntax(e)) => Err(parse_error(e, buf)),
+            }
+        }
+        Err(Fault::Syntax(e)) => Err(parse_error(e, buf)),
+    }
+}
+
+/// Why [`parse_head`] failed.
+enum Fault {
+    Refused(Refused),
+    /// httparse refused the head; [`parse_error`] says how to answer.
+    Syntax(httparse::Error),
+}
+
+impl From<Refused> for Fault {
+    fn from(refused: Refused) -> Fault {
+        Fault::Refused(refused)
+    }
+}
+
+/// [`parse_request`], but a head httparse refuses is left for the caller to answer.
+fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<RequestHead>, Fault> {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -121,13 +167,18 @@ pub(super) fn parse_request(
             return Err(refused(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request head larger than 64 KiB",
-            ));
+            )
+            .into());
         }
         Ok(_) => return Ok(None),
-        Err(e) => return Err(parse_error(e, buf)),
+        Err(e) => return Err(Fault::Syntax(e)),
     };
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid method"))?;
+    // The proxy opens no tunnels: CONNECT is refused, never forwarded as something else.
+    if method == Method::CONNECT {
+        return Err(refused(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported").into());
+    }
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -139,6 +190,14 @@ pub(super) fn parse_request(
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid request target"))?;
+    // RFC 9112 §3.2.3: the authority form is for CONNECT only.
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "authority-form target without CONNECT",
+        )
+        .into());
+    }
 
     let mut map = HeaderMap::with_capacity(spans.len());
     let mut fields = Fields::default();
@@ -156,6 +215,9 @@ pub(super) fn parse_request(
             fields.expect_continue |= raw.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name == header::HOST {
             fields.hosts += 1;
+            if !valid_host(raw) {
+                return Err(refused(StatusCode::BAD_REQUEST, "invalid host").into());
+            }
         } else if name == header::TE {
             fields.trailers |= raw
                 .split(|&b| b == b',')
@@ -168,9 +230,9 @@ pub(super) fn parse_request(
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (HTTP/1.0 may have none).
     match (fields.hosts, version) {
         (0, Version::HTTP_11) => {
-            return Err(refused(StatusCode::BAD_REQUEST, "missing host"));
+            return Err(refused(StatusCode::BAD_REQUEST, "missing host").into());
         }
-        (2.., _) => return Err(refused(StatusCode::BAD_REQUEST, "more than one host")),
+        (2.., _) => return Err(refused(StatusCode::BAD_REQUEST, "more than one host").into()),
         _ => {}
     }
     let framing = fields.framing(version)?;
@@ -220,10 +282,60 @@ fn parse_error(e: httparse::Error, buf: &[u8]) -> Refused {
 
 /// `method SP target SP HTTP/n.n`, whatever the method, target and version.
 fn well_formed_request_line(buf: &[u8]) -> bool {
+    request_line_version(buf).is_some()
+}
+
+/// The version of a well-formed request line at the start of `buf` (`method SP target SP
+/// HTTP/...`), and where it starts.
+fn request_line_version(buf: &[u8]) -> Option<(usize, &[u8])> {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    matches!(parts.as_slice(), [m, t, v] if !m.is_empty() && !t.is_empty() && v.starts_with(b"HTTP/"))
+    let mut parts = line.split(|&b| b == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v), None)
+            if !m.is_empty() && !t.is_empty() && v.starts_with(b"HTTP/") =>
+        {
+            Some((m.len() + t.len() + 2, v))
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites the request line's `HTTP/1.x` (x from 2 to 9) to `HTTP/1.1` in place: true if it
+/// did. RFC 9110 §2.5: a recipient treats a later minor version as the highest it supports.
+fn later_minor_version(buf: &mut BytesMut) -> bool {
+    let Some((at, version)) = request_line_version(buf) else {
+        return false;
+    };
+    if !matches!(
+        version,
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9']
+    ) {
+        return false;
+    }
+    buf[at + 7] = b'1';
+    true
+}
+
+/// Bytes a `Host` value may hold: those of a URI authority's host and port (RFC 3986 §3.2.2:
+/// unreserved, percent-encoded, sub-delims, `:`, and the brackets of an IP literal).
+static HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// A `Host` value (RFC 9110 §7.2, `uri-host [ ":" port ]`): not empty, and nothing an authority
+/// cannot hold — no space, slash, backslash, `@`, `?`, `#` or control character — so that no
+/// backend reads a different host, path or user out of it than the proxy routed by.
+fn valid_host(value: &[u8]) -> bool {
+    !value.is_empty() && value.iter().all(|&b| HOST_BYTES[usize::from(b)])
 }
 
 /// What a request's fields say about its body and its connection, gathered in the one pass

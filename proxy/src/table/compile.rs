@@ -42,7 +42,7 @@ use crate::config::{
     SessionAffinity, key_of,
 };
 use crate::error::ConfigError;
-use crate::metrics::{Metrics, Traffic};
+use crate::metrics::{Metrics, Traffic, Unattributed};
 
 /// Largest `backendRefs[].weight` the Gateway API allows.
 pub const MAX_WEIGHT: i32 = 1_000_000;
@@ -831,11 +831,7 @@ fn compile_rule(
         .and_then(|source| Sticky::new(source, &weights));
     let compiled = Arc::new(Rule {
         route: ctx.route.clone(),
-        unbacked: split.is_none().then(|| {
-            ctx.resolver
-                .metrics
-                .route_backend(ctx.route, "", Traffic::live)
-        }),
+        unattributed: Unattributed::new(ctx.resolver.metrics, ctx.route.clone()),
         split,
         affinity,
         backends: backends.into_boxed_slice(),

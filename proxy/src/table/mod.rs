@@ -34,7 +34,7 @@ use self::filters::HeaderModifier;
 use self::matching::RequestMatch;
 use self::split::Split;
 use crate::error::ProxyError;
-use crate::metrics::RouteBackendMetrics;
+use crate::metrics::{RouteBackendMetrics, Unattributed};
 
 /// An immutable routing table. Its maps hash with FNV: keys are short and looked up on every
 /// request, where SipHash's DoS resistance buys nothing (clients cannot add keys).
@@ -73,8 +73,10 @@ pub struct Rule {
     pub affinity: Option<Sticky>,
     /// `RequestMirror` filters of the rule.
     pub mirrors: Box<[Arc<MirrorPolicy>]>,
-    /// Where requests are counted when no backend has a positive weight (`backend=""`).
-    pub unbacked: Option<RouteBackendMetrics>,
+    /// Where requests no backend answers for are counted (`backend=""`): those of a rule
+    /// whose backends all have weight zero, and those the client broke
+    /// ([`crate::ProxyError::client_fault`]).
+    pub unattributed: Unattributed,
     pub request_headers: HeaderModifier,
     pub response_headers: HeaderModifier,
     /// `timeouts.request`: from receiving the request to the end of the response.

@@ -182,7 +182,7 @@ impl Body for UpstreamBody {
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::NeedMore) => {}
-                    Err(e) => return this.fail(e, cx),
+                    Err(e) => return this.fail(ExchangeError::Chunked(e), cx),
                 },
                 State::Close => {
                     if !conn.read.is_empty() {

@@ -368,7 +368,7 @@ async fn invalid_responses_are_errors_that_say_what_is_wrong() {
         ),
         (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
-            "invalid response: chunk size",
+            "invalid chunked response body: invalid chunk size",
         ),
     ] {
         let script: &'static [&'static [u8]] = Box::leak(Box::new([answer]));

@@ -18,6 +18,9 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted (extensions included).
 const MAX_CHUNK_LINE: usize = 4096;
+/// Largest `Content-Length` or chunk size accepted: a signed 64-bit length, as nginx and
+/// HAProxy accept.
+const MAX_LENGTH: u64 = i64::MAX as u64;
 
 /// How the request body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +55,9 @@ impl RequestFraming {
 }
 
 /// Writes the request head: request line in origin form, the headers, then `extra`, and the
-/// framing header `framing` calls for (the client's `Content-Length` / `Transfer-Encoding` are
-/// replaced when they do not match it).
+/// framing field `framing` calls for. The client's own `Content-Length` and
+/// `Transfer-Encoding` are never passed on as they came: the backend gets one field the proxy
+/// wrote, so duplicate, list-valued or zero-padded lengths reach it as one plain number.
 pub(super) fn encode_head(
     dst: &mut Vec<u8>,
     head: &request::Parts,
@@ -65,23 +69,25 @@ pub(super) fn encode_head(
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    let own_framing = match framing {
-        RequestFraming::Empty => false,
-        RequestFraming::Length(_) => !head.headers.contains_key(header::CONTENT_LENGTH),
-        RequestFraming::Chunked => true,
-    };
+    let mut length_field = false;
     for (name, value) in head.headers.iter().chain(extra.iter().map(|(n, v)| (n, v))) {
-        if (own_framing && *name == header::CONTENT_LENGTH) || *name == header::TRANSFER_ENCODING {
+        if *name == header::CONTENT_LENGTH {
+            length_field = true;
+            continue;
+        }
+        if *name == header::TRANSFER_ENCODING {
             continue;
         }
         encode_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
-        RequestFraming::Length(n) if own_framing => {
+        RequestFraming::Length(n) => {
             let _ = write!(dst, "content-length: {n}\r\n");
         }
+        // An empty body the client announced (`Content-Length: 0` on a POST, say).
+        RequestFraming::Empty if length_field => dst.extend_from_slice(b"content-length: 0\r\n"),
         RequestFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
+        RequestFraming::Empty => {}
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -100,11 +106,14 @@ pub(super) fn encode_data(dst: &mut Vec<u8>, framing: RequestFraming, data: &[u8
     }
 }
 
-/// Ends a chunked request body, with its trailers if any.
+/// Ends a chunked body, with its trailers if any: those a trailer section may not carry
+/// ([`forbidden_trailer`]) are left out, whatever protocol they arrived in.
 pub(crate) fn encode_last_chunk(dst: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     dst.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        encode_field(dst, name.as_str().as_bytes(), value.as_bytes());
+        if !forbidden_trailer(name) {
+            encode_field(dst, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -563,14 +572,21 @@ pub(crate) fn merge_content_length(
     length
 }
 
-/// A `Content-Length` value: decimal digits only.
+/// A `Content-Length` value: decimal digits only (leading zeros allowed), at most
+/// [`MAX_LENGTH`].
 pub(crate) fn parse_length(digits: &[u8]) -> Result<u64, ()> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return Err(());
     }
-    Ok(digits
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return Err(());
+        }
+        n.checked_mul(10)
+            .map(|n| n + u64::from(d - b'0'))
+            .filter(|&n| n <= MAX_LENGTH)
+            .ok_or(())
+    })
 }
 
 /// The `Content-Length` of a request: every field and list member must be the same number.
@@ -598,7 +614,7 @@ pub(crate) enum Chunked {
     Size,
     /// Inside a chunk's data, this many bytes to go.
     Data(u64),
-    /// Expecting the CRLF after a chunk's data.
+    /// Expecting the line end after a chunk's data.
     DataEnd,
     /// After the last chunk: trailer fields, then an empty line.
     Trailers,
@@ -616,13 +632,36 @@ pub(crate) enum Decoded {
     NeedMore,
 }
 
+/// Why a chunked body cannot be decoded (RFC 9112 §7.1). The same decoder reads clients'
+/// request bodies and backends' responses: who is at fault depends on the side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkedError {
+    #[error("invalid chunk size")]
+    Size,
+    #[error("chunk-size line longer than {MAX_CHUNK_LINE} bytes")]
+    LineTooLong,
+    #[error("chunk data longer than its size")]
+    DataTooLong,
+    #[error("invalid trailer section")]
+    Trailers,
+    #[error("trailer section larger than {} KiB", MAX_HEAD / 1024)]
+    TrailersTooLarge,
+}
+
 impl Chunked {
     /// Decodes the next element of a chunked body from the front of `buf`, consuming it.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
+    ///
+    /// What it accepts beyond the letter of RFC 9112 §7.1, as nginx does: leading zeros in a
+    /// chunk size, a bare LF as line end (§2.2), obsolete line folding in trailer fields
+    /// (unfolded, §5.2). What it refuses: a size line without digits (never taken as the last
+    /// chunk), a sign, `0x`, whitespace before the size, sizes over 2^63 - 1, control
+    /// characters in an extension, data longer than its size. Trailer fields a trailer section
+    /// may not carry ([`forbidden_trailer`]) are dropped.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkedError> {
         loop {
             match *self {
-                Chunked::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
+                Chunked::Size => match parse_chunk_size(buf)? {
+                    Some((used, size)) => {
                         buf.advance(used);
                         *self = if size == 0 {
                             Chunked::Trailers
@@ -630,11 +669,7 @@ impl Chunked {
                             Chunked::Data(size)
                         };
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                        return Err(ExchangeError::Invalid("chunk size line too long"));
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
-                    Err(_) => return Err(ExchangeError::Invalid("chunk size")),
+                    None => return Ok(Decoded::NeedMore),
                 },
                 Chunked::Data(left) => {
                     if buf.is_empty() {
@@ -648,48 +683,183 @@ impl Chunked {
                     };
                     return Ok(Decoded::Data(data));
                 }
-                Chunked::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Decoded::NeedMore);
+                Chunked::DataEnd => match line_end(buf) {
+                    Some(Ok(used)) => {
+                        buf.advance(used);
+                        *self = Chunked::Size;
                     }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(ExchangeError::Invalid("chunk not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    *self = Chunked::Size;
-                }
+                    Some(Err(())) => return Err(ChunkedError::DataTooLong),
+                    None => return Ok(Decoded::NeedMore),
+                },
                 Chunked::Trailers => {
-                    if buf.starts_with(b"\r\n") {
-                        buf.advance(2);
-                        *self = Chunked::Done;
-                        return Ok(Decoded::End);
-                    }
-                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    return match httparse::parse_headers(buf, &mut fields) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
-                            let mut trailers = HeaderMap::with_capacity(fields.len());
-                            for f in fields {
-                                let name = HeaderName::from_bytes(f.name.as_bytes())
-                                    .map_err(|_| ExchangeError::Invalid("trailer name"))?;
-                                let value = HeaderValue::from_bytes(f.value)
-                                    .map_err(|_| ExchangeError::Invalid("trailer value"))?;
-                                trailers.append(name, value);
-                            }
+                    match line_end(buf) {
+                        // No trailer fields: the empty line ends the body.
+                        Some(Ok(used)) => {
                             buf.advance(used);
                             *self = Chunked::Done;
-                            Ok(Decoded::Trailers(trailers))
+                            return Ok(Decoded::End);
                         }
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                            Err(ExchangeError::HeadTooLarge)
+                        Some(Err(())) => {}
+                        None => return Ok(Decoded::NeedMore),
+                    }
+                    let Some(end) = trailer_section_end(buf) else {
+                        if buf.len() > MAX_HEAD {
+                            return Err(ChunkedError::TrailersTooLarge);
                         }
-                        Ok(httparse::Status::Partial) => Ok(Decoded::NeedMore),
-                        Err(e) => Err(ExchangeError::Parse(e)),
+                        return Ok(Decoded::NeedMore);
                     };
+                    if end > MAX_HEAD {
+                        return Err(ChunkedError::TrailersTooLarge);
+                    }
+                    unfold(&mut buf[..end]);
+                    let trailers = parse_trailers(&buf[..end])?;
+                    buf.advance(end);
+                    *self = Chunked::Done;
+                    return Ok(Decoded::Trailers(trailers));
                 }
                 Chunked::Done => return Ok(Decoded::End),
             }
         }
     }
+}
+
+/// Parses the chunk-size line at the start of `buf`: the bytes it takes (line end included) and
+/// the size; `None` if the line is not complete yet. See [`Chunked::decode`] for what passes.
+fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ChunkedError> {
+    let mut size: u64 = 0;
+    let mut digits = 0usize;
+    // 0: in the size; 1: after it (whitespace before `;`); 2: in an extension.
+    let mut part = 0u8;
+    for (i, &b) in buf.iter().enumerate() {
+        if i >= MAX_CHUNK_LINE {
+            return Err(ChunkedError::LineTooLong);
+        }
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => 16,
+        };
+        if part == 0 && digit < 16 {
+            size = size
+                .checked_mul(16)
+                .map(|s| s + u64::from(digit))
+                .filter(|&s| s <= MAX_LENGTH)
+                .ok_or(ChunkedError::Size)?;
+            digits += 1;
+            continue;
+        }
+        if digits == 0 {
+            return Err(ChunkedError::Size);
+        }
+        match b {
+            b'\n' => return Ok(Some((i + 1, size))),
+            b'\r' => {
+                return match buf.get(i + 1) {
+                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    Some(_) => Err(ChunkedError::Size),
+                    None => Ok(None),
+                };
+            }
+            b' ' | b'\t' if part < 2 => part = 1,
+            b';' => part = 2,
+            // chunk-ext: tokens, quoted strings and whitespace; no control character.
+            _ if part == 2 && (b == b'\t' || (b >= 0x20 && b != 0x7f)) => {}
+            _ => return Err(ChunkedError::Size),
+        }
+    }
+    Ok(None)
+}
+
+/// A line end (CRLF, or a bare LF) at the start of `buf`: the bytes it takes, `Err` if `buf`
+/// starts with something else, `None` if more bytes are needed to tell.
+fn line_end(buf: &[u8]) -> Option<Result<usize, ()>> {
+    match buf {
+        [] | [b'\r'] => None,
+        [b'\n', ..] => Some(Ok(1)),
+        [b'\r', b'\n', ..] => Some(Ok(2)),
+        _ => Some(Err(())),
+    }
+}
+
+/// Where the trailer section at the start of `buf` ends (just past its empty line), if it is
+/// complete. `buf` starts with a field line, not with the empty line.
+fn trailer_section_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let next = from + i + 1;
+        match line_end(&buf[next..]) {
+            Some(Ok(used)) => return Some(next + used),
+            None => return None,
+            Some(Err(())) => from = next,
+        }
+    }
+    None
+}
+
+/// Replaces each obsolete line folding (a line end followed by a space or tab, RFC 9112 §5.2)
+/// in a complete field section with spaces, in place.
+fn unfold(section: &mut [u8]) {
+    for i in 1..section.len() {
+        if section[i - 1] == b'\n' && matches!(section[i], b' ' | b'\t') {
+            section[i - 1] = b' ';
+            if i >= 2 && section[i - 2] == b'\r' {
+                section[i - 2] = b' ';
+            }
+        }
+    }
+}
+
+/// The fields of a complete trailer section, without those [`forbidden_trailer`] names.
+fn parse_trailers(section: &[u8]) -> Result<HeaderMap, ChunkedError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let fields = match httparse::parse_headers(section, &mut fields) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        _ => return Err(ChunkedError::Trailers),
+    };
+    let mut trailers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| ChunkedError::Trailers)?;
+        if forbidden_trailer(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(f.value).map_err(|_| ChunkedError::Trailers)?;
+        trailers.append(name, value);
+    }
+    Ok(trailers)
+}
+
+/// Fields a trailer section may not carry (RFC 9110 §6.5.1): those the recipient needs before
+/// the content — framing, routing, authentication, request modifiers, content format — and
+/// hop-by-hop ones. Go's `net/http` list, plus `upgrade`, `cookie` and `set-cookie`. They are
+/// dropped, never passed on.
+pub(crate) fn forbidden_trailer(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization"
+            | "cache-control"
+            | "connection"
+            | "content-encoding"
+            | "content-length"
+            | "content-range"
+            | "content-type"
+            | "cookie"
+            | "expect"
+            | "host"
+            | "keep-alive"
+            | "max-forwards"
+            | "pragma"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "range"
+            | "set-cookie"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "www-authenticate"
+    )
 }
 
 #[cfg(test)]

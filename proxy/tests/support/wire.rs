@@ -64,6 +64,8 @@ pub enum Framing {
 pub struct Wire {
     pub stream: TcpStream,
     pub buf: Vec<u8>,
+    /// The trailer fields of the last chunked body read, as received (name lowercased).
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Wire {
@@ -71,6 +73,7 @@ impl Wire {
         Wire {
             stream,
             buf: Vec::new(),
+            trailers: Vec::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Wire {
                 (std::mem::take(&mut self.buf), true)
             }
             Framing::Chunked => {
+                self.trailers.clear();
                 let mut body = Vec::new();
                 loop {
                     let Some(line) = self.take_until(b"\r\n").await else {
@@ -163,7 +167,11 @@ impl Wire {
                             match self.take_until(b"\r\n").await {
                                 None => return (body, false),
                                 Some(l) if l.is_empty() => return (body, true),
-                                Some(_) => {}
+                                Some(l) => {
+                                    let Head { headers, .. } =
+                                        Head::parse(&[b"\r\n", &l[..]].concat());
+                                    self.trailers.extend(headers);
+                                }
                             }
                         }
                     }

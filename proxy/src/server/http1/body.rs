@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use crate::upstream::ChunkedError;
 use crate::upstream::wire::{Chunked, Decoded};
 
 /// The interim response sent before reading a body the client holds back for it.
@@ -47,7 +48,7 @@ pub enum RequestBodyError {
     #[error("the client closed the connection before the end of the request body")]
     Closed,
     #[error("invalid chunked request body: {0}")]
-    Invalid(String),
+    Chunked(#[source] ChunkedError),
 }
 
 /// The body of a request received over HTTP/1.1.
@@ -150,7 +151,7 @@ impl Body for Http1Body {
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::NeedMore) => {}
-                    Err(e) => return this.fail(RequestBodyError::Invalid(e.to_string())),
+                    Err(e) => return this.fail(RequestBodyError::Chunked(e)),
                 },
             }
             match ready!(super::poll_fill(&this.io, &mut this.read, cx)) {

@@ -268,3 +268,92 @@ fn http11_needs_exactly_one_host() {
         (bad, "missing host")
     );
 }
+
+#[test]
+fn later_http_1_minor_versions_are_http_1_1() {
+    for minor in 2..=9 {
+        let raw = format!("GET /v HTTP/1.{minor}\r\nHost: h\r\n\r\n");
+        let head = parse(&raw).unwrap().unwrap();
+        assert_eq!(head.request.version(), Version::HTTP_11, "{raw:?}");
+        assert_eq!(head.request.uri(), "/v");
+        assert!(head.keep_alive);
+    }
+    // Arriving in pieces: the line is rewritten once, then the head completes.
+    let mut buf = BytesMut::from("GET / HTTP/1.2\r\nHo");
+    let mut spans = Vec::new();
+    assert!(parse_request(&mut buf, &mut spans).unwrap().is_none());
+    buf.extend_from_slice(b"st: h\r\n\r\n");
+    let head = parse_request(&mut buf, &mut spans).unwrap().unwrap();
+    assert_eq!(head.request.version(), Version::HTTP_11);
+    // Not an HTTP-version at all (one digit each side of the dot).
+    assert_eq!(
+        refusal("GET / HTTP/1.10\r\nHost: h\r\n\r\n").0,
+        StatusCode::BAD_REQUEST
+    );
+    for version in ["HTTP/2.0", "HTTP/0.9", "HTTP/3.0"] {
+        let raw = format!("GET / {version}\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            refusal(&raw).0,
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "{raw:?}"
+        );
+    }
+}
+
+#[test]
+fn connect_and_authority_form_targets_are_refused() {
+    assert_eq!(
+        refusal("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"),
+        (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported")
+    );
+    for method in ["GET", "POST", "OPTIONS"] {
+        let raw = format!("{method} h:443 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            refusal(&raw),
+            (
+                StatusCode::BAD_REQUEST,
+                "authority-form target without CONNECT"
+            ),
+            "{raw:?}"
+        );
+    }
+}
+
+#[test]
+fn host_must_be_a_valid_authority() {
+    for host in [
+        "example.com",
+        "EXAMPLE.com:8080",
+        "127.0.0.1",
+        "[::1]:8080",
+        "a_b.example",
+        "xn--bcher-kva.example",
+        "%65xample.com",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert!(parse(&raw).unwrap().is_some(), "{host:?}");
+    }
+    for host in [
+        "",
+        "a b",
+        "a/b",
+        "a\\b",
+        "user@a",
+        "a?b",
+        "a#b",
+        "a\tb",
+        "\u{e9}.example",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_eq!(
+            refusal(&raw),
+            (StatusCode::BAD_REQUEST, "invalid host"),
+            "{host:?}"
+        );
+    }
+    // HTTP/1.0 may omit Host, but one it sends must be valid.
+    assert_eq!(
+        refusal("GET / HTTP/1.0\r\nHost: a/b\r\n\r\n"),
+        (StatusCode::BAD_REQUEST, "invalid host")
+    );
+}

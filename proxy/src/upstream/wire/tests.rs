@@ -292,18 +292,140 @@ fn chunked_bodies_decode_across_any_split() {
     }
 }
 
+/// Decodes `wire` whole: the body, the trailers, and whether it ended.
+fn decode_all(wire: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>, bool), ChunkedError> {
+    let mut decoder = Chunked::Size;
+    let mut buf = BytesMut::from(wire);
+    let (mut body, mut trailers) = (Vec::new(), None);
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(d) => body.extend_from_slice(&d),
+            Decoded::Trailers(t) => trailers = Some(t),
+            Decoded::End => return Ok((body, trailers, true)),
+            Decoded::NeedMore => return Ok((body, trailers, false)),
+        }
+    }
+}
+
 #[test]
 fn malformed_chunks_are_errors() {
-    for wire in [&b"zz\r\n"[..], b"3\r\nabcXY", b"3\nabc"] {
-        let mut decoder = Chunked::Size;
-        let mut buf = BytesMut::from(wire);
-        let result = (0..4).try_for_each(|_| decoder.decode(&mut buf).map(drop));
-        assert!(result.is_err(), "{:?}", String::from_utf8_lossy(wire));
+    for (wire, error) in [
+        (&b"zz\r\n"[..], ChunkedError::Size),
+        (b"3\r\nabcXY", ChunkedError::DataTooLong),
+        (b"3\r\nabc\rX", ChunkedError::DataTooLong),
+        (b"3\r\nhello\r\n0\r\n\r\n", ChunkedError::DataTooLong),
+        // Whitespace before the size, a sign, a prefix, two numbers.
+        (b" 5\r\nhello\r\n", ChunkedError::Size),
+        (b"-5\r\nhello\r\n", ChunkedError::Size),
+        (b"+5\r\nhello\r\n", ChunkedError::Size),
+        (b"0x5\r\nhello\r\n", ChunkedError::Size),
+        (b"5 5\r\nhello\r\n", ChunkedError::Size),
+        // Beyond 2^63 - 1.
+        (b"8000000000000000\r\n", ChunkedError::Size),
+        (b"10000000000000005\r\n", ChunkedError::Size),
+        // No digits: never the last chunk.
+        (b"\r\n\r\n", ChunkedError::Size),
+        (b"\n\n", ChunkedError::Size),
+        (b" \r\n\r\n", ChunkedError::Size),
+        (b";ext\r\n\r\n", ChunkedError::Size),
+        // A bare CR, and control characters in an extension.
+        (b"5\rhello\r\n", ChunkedError::Size),
+        (b"5;a\rb\r\nhello\r\n", ChunkedError::Size),
+        (b"5;a\x00b\r\nhello\r\n", ChunkedError::Size),
+        (b"5;a\x7fb\r\nhello\r\n", ChunkedError::Size),
+        // A trailer section that is not one.
+        (b"0\r\n: x\r\n\r\n", ChunkedError::Trailers),
+        (b"0\r\n x: folded first\r\n\r\n", ChunkedError::Trailers),
+    ] {
+        assert_eq!(
+            decode_all(wire).map(drop),
+            Err(error),
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
     }
     let mut long = b"1;".to_vec();
     long.resize(MAX_CHUNK_LINE + 1, b'x');
     let mut buf = BytesMut::from(&long[..]);
-    assert!(Chunked::Size.decode(&mut buf).is_err());
+    assert_eq!(
+        Chunked::Size.decode(&mut buf).map(drop),
+        Err(ChunkedError::LineTooLong)
+    );
+    let mut zeros = vec![b'0'; MAX_CHUNK_LINE + 1];
+    zeros.extend_from_slice(b"5\r\n");
+    assert_eq!(decode_all(&zeros).map(drop), Err(ChunkedError::LineTooLong));
+    let mut trailers = b"0\r\n".to_vec();
+    trailers.resize(MAX_HEAD + 10, b'x');
+    assert_eq!(
+        decode_all(&trailers).map(drop),
+        Err(ChunkedError::TrailersTooLarge)
+    );
+}
+
+#[test]
+fn lenient_chunks_that_nginx_accepts_decode() {
+    for wire in [
+        &b"0000000000000000000005\r\nhello\r\n0000\r\n\r\n"[..],
+        b"5\nhello\n0\n\n",
+        b"5\r\nhello\n0\r\n\n",
+        b"5 \r\nhello\r\n0\t\r\n\r\n",
+        b"5 ; a=1 ;b=\"x y\"\r\nhello\r\n0;last\r\n\r\n",
+        b"5;\xe9t\xe9\r\nhello\r\n0\r\n\r\n",
+        // A bare LF ends the size line, inside an extension too: what follows is data.
+        b"5;a\nhello\r\n0\r\n\r\n",
+        b"7FFFFFFFFFFFFFFF\r\nhello",
+    ] {
+        let (body, _, _) =
+            decode_all(wire).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(wire)));
+        assert_eq!(body, b"hello", "{:?}", String::from_utf8_lossy(wire));
+    }
+}
+
+#[test]
+fn trailers_are_unfolded_and_forbidden_ones_dropped() {
+    let (body, trailers, ended) = decode_all(
+        b"2\r\nok\r\n0\r\nX-Folded: one\r\n two\r\n\tthree\nContent-Length: 5\r\nHost: a\r\n\
+          Transfer-Encoding: chunked\r\nTrailer: x\r\nSet-Cookie: a=b\r\nX-Sum: 42\n\r\nnext",
+    )
+    .unwrap();
+    assert!(ended);
+    assert_eq!(body, b"ok");
+    let trailers = trailers.unwrap();
+    let names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+    assert_eq!(names, ["x-folded", "x-sum"]);
+    assert_eq!(trailers["x-folded"], "one   two  \tthree");
+    // Forbidden fields are not written either, whatever protocol they came in.
+    let mut map = HeaderMap::new();
+    map.insert("content-length", HeaderValue::from_static("5"));
+    map.insert("x-sum", HeaderValue::from_static("42"));
+    let mut out = Vec::new();
+    encode_last_chunk(&mut out, Some(&map));
+    assert_eq!(out, b"0\r\nx-sum: 42\r\n\r\n");
+}
+
+#[test]
+fn lengths_may_have_leading_zeros_and_stay_below_2_pow_63() {
+    assert_eq!(parse_length(b"0"), Ok(0));
+    assert_eq!(parse_length(b"000000000000000000000000042"), Ok(42));
+    assert_eq!(parse_length(b"9223372036854775807"), Ok(i64::MAX as u64));
+    for bad in [
+        &b""[..],
+        b"9223372036854775808",
+        b"99999999999999999999",
+        b"+1",
+        b"-1",
+        b"1 2",
+        b"0x1",
+    ] {
+        assert_eq!(
+            parse_length(bad),
+            Err(()),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert_eq!(merge_content_length(None, b"005, 5"), Some(Ok(5)));
+    assert_eq!(merge_content_length(Some(Ok(5)), b"6"), Some(Err(())));
 }
 
 #[test]
@@ -333,6 +455,28 @@ fn request_heads_carry_the_chosen_framing() {
             RequestFraming::Length(5),
             "POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".to_owned()
         )
+    );
+    // Repeated, listed or zero-padded lengths go out as one plain number.
+    let repeated = Request::post("/")
+        .header("content-length", "005")
+        .header("content-length", "5, 5")
+        .header("x-a", "1")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        encode(repeated, false, Some(5)),
+        (
+            RequestFraming::Length(5),
+            "POST / HTTP/1.1\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n".to_owned()
+        )
+    );
+    let announced_empty = Request::post("/")
+        .header("content-length", "00")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        encode(announced_empty, true, Some(0)).1,
+        "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
     );
     let sized = Request::post("/").body(()).unwrap();
     assert_eq!(
