@@ -128,13 +128,10 @@ impl Backend {
     }
 }
 
-/// A port that was free a moment ago (Gateway listeners need a fixed port number).
+/// A port nothing listens on, that no other test of this process is handed
+/// ([`serin_test_ports::free_port`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    serin_test_ports::free_port()
 }
 
 /// An address that refuses connections while the returned socket lives: bound, so no

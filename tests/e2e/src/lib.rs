@@ -318,12 +318,10 @@ endpoints:
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A port nothing listens on, that no other test of this process is handed
+/// ([`serin_test_ports::free_port`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
+    serin_test_ports::free_port()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, at most `timeout`; fails the test with
