@@ -13,6 +13,7 @@ use std::hash::Hasher;
 
 use gateway_api::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -157,6 +158,7 @@ impl<'a> Workload<'a> {
             self.apply_primary(target, configs, &key, &value, replicas)
                 .await?;
         }
+        self.apply_primary_autoscaler().await?;
         let target_port = self.target_port();
         let primary_value = format!("{value}-primary");
         for (name, selected) in [
@@ -376,6 +378,64 @@ impl<'a> Workload<'a> {
             .await
     }
 
+    /// Applies `<hpa>-primary`, a copy of the target's HorizontalPodAutoscaler
+    /// (`spec.autoscalerRef`) that scales the primary, with `primaryScalerReplicas` as its
+    /// bounds when set. The target's own autoscaler is left alone: at zero replicas it is
+    /// inactive, as Kubernetes leaves a target scaled to zero. A `ScaledObject` reference
+    /// (KEDA) is accepted and not copied.
+    pub async fn apply_primary_autoscaler(&self) -> Result<()> {
+        let Some(reference) = &self.canary.spec.autoscaler_ref else {
+            return Ok(());
+        };
+        if reference
+            .kind
+            .as_deref()
+            .is_some_and(|k| k != "HorizontalPodAutoscaler")
+        {
+            return Ok(());
+        }
+        let name = reference.name.clone().unwrap_or_default();
+        let api = Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), &self.namespace);
+        let hpa = api
+            .get_opt(&name)
+            .await
+            .map_err(self.kube_error("reading", "HorizontalPodAutoscaler", &name))?
+            .ok_or_else(|| {
+                Error::Cluster(format!(
+                    "spec.autoscalerRef: HorizontalPodAutoscaler {}/{name} not found",
+                    self.namespace
+                ))
+            })?;
+        let mut spec = hpa.spec.unwrap_or_default();
+        spec.scale_target_ref.name = self.primary();
+        if let Some(bounds) = &reference.primary_scaler_replicas {
+            if let Some(min) = bounds.min_replicas {
+                spec.min_replicas = Some(min);
+            }
+            if let Some(max) = bounds.max_replicas {
+                spec.max_replicas = max;
+            }
+        }
+        let primary_name = format!("{name}-primary");
+        let primary = HorizontalPodAutoscaler {
+            metadata: ObjectMeta {
+                name: Some(primary_name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: hpa.metadata.labels.clone(),
+                owner_references: Some(vec![self.owner()?]),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        };
+        let mut object =
+            serde_json::to_value(&primary).map_err(|e| Error::Cluster(e.to_string()))?;
+        object["apiVersion"] = json!("autoscaling/v2");
+        object["kind"] = json!("HorizontalPodAutoscaler");
+        self.apply(api, &primary_name, "HorizontalPodAutoscaler", object)
+            .await
+    }
+
     /// Copies the target's pod template and tracked configs to the primary, keeping the
     /// primary's replicas.
     pub async fn promote(&self, target: &Deployment, configs: &TrackedConfigs) -> Result<()> {
@@ -389,7 +449,8 @@ impl<'a> Workload<'a> {
             .copy_to_primary(&self.client, &self.namespace, &self.owner()?)
             .await?;
         self.apply_primary(target, configs, &key, &value, replicas)
-            .await
+            .await?;
+        self.apply_primary_autoscaler().await
     }
 
     /// Sets the target's replicas (a merge patch of `spec.replicas` only).

@@ -217,7 +217,7 @@ pub const PROXY_ADDRESS: &str = "198.19.255.254";
 /// proxy is stopped and the class deleted when dropped.
 pub struct ProxyGateway {
     _proxy: ChildGuard,
-    _class: ClusterObject,
+    _class: Option<ClusterObject>,
     /// The listener's port on 127.0.0.1.
     pub listener: u16,
     /// The proxy's admin port (`/metrics`), on every address of the namespace.
@@ -228,7 +228,6 @@ impl ProxyGateway {
     /// Applies the GatewayClass and the Gateway `public` in `namespace`, and starts the proxy.
     pub fn start(namespace: &str) -> ProxyGateway {
         let listener = free_port();
-        let admin = free_port();
         let class = ClusterObject::new("gatewayclass", namespace);
         apply(
             namespace,
@@ -252,9 +251,18 @@ spec:
                 class = class.name
             ),
         );
+        let mut gateway = ProxyGateway::serve(&class.name, listener);
+        gateway._class = Some(class);
+        gateway
+    }
+
+    /// Starts serin-proxy for the Gateways of the existing GatewayClass `class`, whose
+    /// listener is on `listener`.
+    pub fn serve(class: &str, listener: u16) -> ProxyGateway {
+        let admin = free_port();
         let proxy = ChildGuard(
             Command::new(binary("serin-proxy"))
-                .args(["--kubernetes", "--gateway-class", &class.name])
+                .args(["--kubernetes", "--gateway-class", class])
                 .args([
                     "--bind",
                     "127.0.0.1",
@@ -267,7 +275,7 @@ spec:
         );
         ProxyGateway {
             _proxy: proxy,
-            _class: class,
+            _class: None,
             listener,
             admin,
         }

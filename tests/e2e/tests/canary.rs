@@ -63,48 +63,76 @@ fn canary_api() -> ApiResource {
 /// Steady traffic through the proxy, counting answers by version and failures.
 struct Traffic {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(BTreeMap<String, u64>, Vec<String>)>,
+    task: tokio::task::JoinHandle<Recorded>,
+}
+
+/// What [`Traffic`] saw.
+#[derive(Default)]
+struct Recorded {
+    /// Answers by version (see [`Traffic::start_with`]).
+    versions: BTreeMap<String, u64>,
+    /// Requests that failed, and why.
+    failures: Vec<String>,
+    /// Every successful answer: when it arrived, and the version that gave it.
+    answers: Vec<(k8s_openapi::jiff::Timestamp, String)>,
 }
 
 impl Traffic {
     fn start(authority: String) -> Traffic {
-        Traffic::start_with(authority, None)
+        Traffic::spawn(authority, Vec::new(), None)
     }
 
     /// With `header`, every other request carries it; answers to those are counted under
     /// `"<header value>:<version>"`.
     fn start_with(authority: String, header: Option<(&'static str, &'static str)>) -> Traffic {
+        Traffic::spawn(authority, Vec::new(), header)
+    }
+
+    /// `always`: headers every request carries (a `host`, say).
+    fn spawn(
+        authority: String,
+        always: Vec<(&'static str, &'static str)>,
+        header: Option<(&'static str, &'static str)>,
+    ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
             let http = Http::new();
-            let mut versions = BTreeMap::new();
-            let mut failures = Vec::new();
+            let mut recorded = Recorded::default();
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 n += 1;
                 let with = header.filter(|_| n.is_multiple_of(2));
-                let headers: Vec<(&str, &str)> = with.into_iter().collect();
+                let mut headers = always.clone();
+                headers.extend(with);
                 match http.get_with(&authority, "/", &headers).await {
                     Ok(a) if a.status == 200 => {
                         let version = a.version.unwrap_or_default();
+                        recorded
+                            .answers
+                            .push((k8s_openapi::jiff::Timestamp::now(), version.clone()));
                         let key = match with {
                             Some((_, value)) => format!("{value}:{version}"),
                             None => version,
                         };
-                        *versions.entry(key).or_insert(0u64) += 1;
+                        *recorded.versions.entry(key).or_insert(0u64) += 1;
                     }
-                    Ok(a) => failures.push(format!("status {}", a.status)),
-                    Err(e) => failures.push(e),
+                    Ok(a) => recorded.failures.push(format!("status {}", a.status)),
+                    Err(e) => recorded.failures.push(e),
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            (versions, failures)
+            recorded
         });
         Traffic { stop, task }
     }
 
     async fn finish(self) -> (BTreeMap<String, u64>, Vec<String>) {
+        let recorded = self.finish_recorded().await;
+        (recorded.versions, recorded.failures)
+    }
+
+    async fn finish_recorded(self) -> Recorded {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap()
     }
@@ -142,15 +170,24 @@ fn advances(events: &[String], canary: &str) -> Vec<u32> {
 
 /// The messages of the Events serin-controller recorded in `namespace`, oldest first.
 fn events(namespace: &str) -> Vec<String> {
-    recorded_events(namespace)
+    timed_events(namespace)
         .into_iter()
-        .map(|(_, note)| note)
+        .map(|(_, _, note)| note)
         .collect()
 }
 
 /// The Events serin-controller recorded in `namespace`, oldest first: (reporting instance,
 /// message).
 fn recorded_events(namespace: &str) -> Vec<(String, String)> {
+    timed_events(namespace)
+        .into_iter()
+        .map(|(_, instance, note)| (instance, note))
+        .collect()
+}
+
+/// The Events serin-controller recorded in `namespace`, oldest first: (time, reporting
+/// instance, message).
+fn timed_events(namespace: &str) -> Vec<(k8s_openapi::jiff::Timestamp, String, String)> {
     let out = kubectl(&[
         "-n",
         namespace,
@@ -174,7 +211,12 @@ fn recorded_events(namespace: &str) -> Vec<(String, String)> {
     events.sort();
     events
         .into_iter()
-        .map(|(_, instance, note)| (instance, note))
+        .map(|(time, instance, note)| {
+            let time = time
+                .parse()
+                .unwrap_or_else(|e| panic!("eventTime {time:?}: {e}"));
+            (time, instance, note)
+        })
         .collect()
 }
 
@@ -224,6 +266,9 @@ fn the_controllers_cluster_role_grants_what_it_needs_and_no_more() {
         &["patch", "canaries.serin.dev", "-A"],
         &["patch", "configmaps", "-A"],
         &["watch", "secrets", "-A"],
+        &["patch", "horizontalpodautoscalers.autoscaling", "-A"],
+        &["list", "endpointslices.discovery.k8s.io", "-A"],
+        &["update", "leases.coordination.k8s.io", "-n", "serin-system"],
         &["create", "deployments.apps", "-A"],
         &["patch", "deployments.apps", "-A"],
         &["patch", "services", "-A"],
@@ -240,9 +285,25 @@ fn the_controllers_cluster_role_grants_what_it_needs_and_no_more() {
         &["delete", "secrets", "-A"],
         &["create", "pods", "-A"],
         &["patch", "gateways.gateway.networking.k8s.io", "-A"],
+        &["update", "leases.coordination.k8s.io", "-n", "default"],
+        &["patch", "endpointslices.discovery.k8s.io", "-A"],
     ] {
         assert_eq!(can(denied), "no", "{denied:?}");
     }
+    // The controller's Deployment manifest is valid as the API server reads it.
+    let dry_run = kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        &repo_root()
+            .join("deploy/serin-controller.yaml")
+            .display()
+            .to_string(),
+    ]);
+    assert!(
+        dry_run.contains("deployment.apps/serin-controller"),
+        "{dry_run}"
+    );
 }
 
 /// A Canary analysis (YAML indented four spaces): a step every `interval`, threshold 3, the
@@ -440,29 +501,187 @@ spec:
     }
 }
 
+/// The GatewayClass `serin` the podinfo example's Gateway names (cluster-wide: one test
+/// uses it), deleted when dropped.
+struct SerinGatewayClass;
+
+impl SerinGatewayClass {
+    fn apply(namespace: &str) -> SerinGatewayClass {
+        apply(
+            namespace,
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: serin
+spec:
+  controllerName: serin.dev/gateway
+",
+        );
+        SerinGatewayClass
+    }
+}
+
+impl Drop for SerinGatewayClass {
+    fn drop(&mut self) {
+        let _ = serin_e2e::kubectl_output(&[
+            "delete",
+            "gatewayclass",
+            "serin",
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
+
+/// For each `Advance ... canary weight N` step: the answers from the new version among those
+/// the proxy gave while that weight held (from half a second after the step's event to a
+/// third of a second before the next one), as (weight, answers, from the new version).
+fn shares_by_step(
+    events: &[(k8s_openapi::jiff::Timestamp, String, String)],
+    answers: &[(k8s_openapi::jiff::Timestamp, String)],
+    canary: &str,
+    new_version: &str,
+) -> Vec<(u32, u64, u64)> {
+    let prefix = format!("Advance {canary} canary weight ");
+    let mut out = Vec::new();
+    for (i, (at, _, note)) in events.iter().enumerate() {
+        let Some(weight) = note.strip_prefix(&prefix).and_then(|w| w.parse().ok()) else {
+            continue;
+        };
+        let Some((next, _, _)) = events.get(i + 1) else {
+            continue;
+        };
+        let from = *at + std::time::Duration::from_millis(500);
+        let to = *next - std::time::Duration::from_millis(300);
+        let window: Vec<&String> = answers
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, v)| v)
+            .collect();
+        let new = window.iter().filter(|v| **v == new_version).count() as u64;
+        out.push((weight, window.len() as u64, new));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progressive_release_steps_and_promotes_without_a_failed_request() {
-    let setup = Setup::start("e2e-canary", &weighted()).await;
-    let ns = &setup.ns;
-    let traffic = Traffic::start(setup.authority.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+async fn the_podinfo_example_releases_step_by_step_without_a_failed_request() {
+    let client = client().await;
+    let ns = TestNamespace::new("e2e-canary");
+    let _class = SerinGatewayClass::apply(&ns.name);
+    // deploy/examples/podinfo/ as a user applies it; only the analysis interval is shortened
+    // (1m in the example) so that the test takes seconds.
+    let example = repo_root().join("deploy/examples/podinfo");
+    for file in ["gateway.yaml", "deployment.yaml", "hpa.yaml", "canary.yaml"] {
+        let text = std::fs::read_to_string(example.join(file)).expect("the podinfo example");
+        let text = text.replace(
+            "    interval: 1m\n    threshold",
+            "    interval: 2s\n    threshold",
+        );
+        apply(&ns.name, &text);
+    }
+    let gateway = ProxyGateway::serve("serin", 80);
+    let proxy_metrics = gateway.admin_service(&ns.name);
+    let kubeconfig = controller_kubeconfig(&ns.name);
+    let _controller = spawn_controller(
+        &kubeconfig,
+        ["--proxy-metrics", &proxy_metrics],
+        &ns.name,
+        "replica-a",
+    );
+    let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the Canary Initialized",
+        Duration::from_secs(120),
+        || async {
+            match phase(&canaries).await? {
+                (p, _) if p == "Initialized" => Ok(()),
+                (p, c) => Err(format!("phase {p:?}: {:?}", c.data.get("status"))),
+            }
+        },
+    )
+    .await;
+    // The primary has its own autoscaler, a copy of the example's.
+    let hpa = kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "hpa/podinfo-primary",
+        "-o",
+        "jsonpath={.spec.scaleTargetRef.name} {.spec.minReplicas} {.spec.maxReplicas}",
+    ]);
+    assert_eq!(hpa.trim(), "podinfo-primary 2 4");
+    let authority = gateway.authority();
+    let http = Http::new();
+    let host = [("host", "app.example.com")];
+    eventually(
+        "the proxy serving the primary",
+        Duration::from_secs(30),
+        || async {
+            match http.get_with(&authority, "/", &host).await {
+                Ok(a) if a.status == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // Only the example's host is routed.
+    let other = http.get(&authority, "/").await.unwrap();
+    assert_eq!(other.status, 404, "{other:?}");
+
+    let traffic = Traffic::spawn(authority.clone(), host.to_vec(), None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     release(&ns.name, "6.0.1");
-    setup.wait_for_phase("Succeeded").await;
-    let (versions, failures) = traffic.finish().await;
+    eventually(
+        "the release Succeeded",
+        Duration::from_secs(240),
+        || async {
+            match phase(&canaries).await? {
+                (p, _) if p == "Succeeded" => Ok(()),
+                (p, c) if p == "Failed" => panic!("the release failed: {:?}", c.data.get("status")),
+                (p, c) => Err(format!(
+                    "phase {p:?}, weight {:?}",
+                    c.data["status"]["canaryWeight"]
+                )),
+            }
+        },
+    )
+    .await;
+    let recorded = traffic.finish_recorded().await;
     eprintln!(
-        "answers by version during the release: {versions:?}; {} failed",
-        failures.len()
+        "answers by version during the release: {:?}; {} failed",
+        recorded.versions,
+        recorded.failures.len()
     );
     assert!(
-        failures.is_empty(),
+        recorded.failures.is_empty(),
         "{} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
+        recorded.failures.len(),
+        &recorded.failures[..recorded.failures.len().min(10)]
     );
-    assert!(
-        versions.get("6.0.1").copied().unwrap_or(0) > 0,
-        "{versions:?}"
+
+    // At each step the new version's share of the answers is the step's weight, within
+    // binomial tolerance (4.5 standard deviations, plus 2 points for the edges of the window).
+    let timed = timed_events(&ns.name);
+    let canary = format!("podinfo.{}", ns.name);
+    let shares = shares_by_step(&timed, &recorded.answers, &canary, "6.0.1");
+    eprintln!("(weight, answers, from 6.0.1) per step: {shares:?}");
+    assert_eq!(
+        shares.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [10, 20, 30, 40, 50]
     );
+    for (weight, n, new) in &shares {
+        assert!(*n >= 30, "only {n} answers at weight {weight}");
+        let p = f64::from(*weight) / 100.0;
+        let observed = *new as f64 / *n as f64;
+        let tolerance = 4.5 * (p * (1.0 - p) / *n as f64).sqrt() + 0.02;
+        assert!(
+            (observed - p).abs() <= tolerance,
+            "weight {weight}: {new} of {n} answers from the new version ({observed:.3}, \
+             tolerance {tolerance:.3})"
+        );
+    }
 
     // As with Flagger: `kubectl wait` on the Promoted condition, and the printer columns.
     kubectl(&[
@@ -476,29 +695,28 @@ async fn progressive_release_steps_and_promotes_without_a_failed_request() {
     let row = kubectl(&["-n", &ns.name, "get", "canaries.serin.dev", "--no-headers"]);
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&columns[..3], ["podinfo", "Succeeded", "0"], "{row}");
-    let primary = setup.deployments.get("podinfo-primary").await.unwrap();
+    let primary = deployments.get("podinfo-primary").await.unwrap();
     let image = primary.spec.unwrap().template.spec.unwrap().containers[0]
         .image
         .clone()
         .unwrap();
     assert_eq!(image, "ghcr.io/stefanprodan/podinfo:6.0.1");
-    let target = setup.deployments.get("podinfo").await.unwrap();
+    let target = deployments.get("podinfo").await.unwrap();
     assert_eq!(
         target.spec.unwrap().replicas,
         Some(0),
         "the canary is scaled to zero"
     );
 
-    let events = events(&ns.name);
+    // The events read as seed 003 lists them, in Flagger's order and wording.
+    let events: Vec<String> = timed.into_iter().map(|(_, _, note)| note).collect();
     eprintln!("events:\n{}", events.join("\n"));
-    let canary = format!("podinfo.{}", ns.name);
     let position = |expected: &str| {
         events
             .iter()
             .position(|e| e == expected)
             .unwrap_or_else(|| panic!("no event {expected:?} in {events:?}"))
     };
-    // In Flagger's order and wording.
     let initialized = position(&format!("Initialization done! {canary}"));
     let detected = position(&format!("New revision detected! Scaling up {canary}"));
     let started = position(&format!("Starting canary analysis for {canary}"));
@@ -506,12 +724,21 @@ async fn progressive_release_steps_and_promotes_without_a_failed_request() {
         "Copying {canary} template spec to podinfo-primary.{}",
         ns.name
     ));
+    let routing = position("Routing all traffic to primary");
     let completed = position(&format!("Promotion completed! Scaling down {canary}"));
     assert!(
-        initialized < detected && detected < started && started < copying && copying < completed
+        initialized < detected
+            && detected < started
+            && started < copying
+            && copying < routing
+            && routing < completed,
+        "{events:?}"
     );
-    let weights = advances(&events, &canary);
-    assert_eq!(weights, [10, 20, 30, 40, 50], "{events:?}");
+    assert_eq!(
+        advances(&events, &canary),
+        [10, 20, 30, 40, 50],
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
