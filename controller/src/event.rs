@@ -128,6 +128,13 @@ pub(crate) fn new_revision(n: &Names) -> Event {
     Event::normal(format!("New revision detected! Scaling up {}", n.target))
 }
 
+pub(crate) fn back_to_promoted(n: &Names) -> Event {
+    Event::normal(format!(
+        "{} is back on the revision {} runs: nothing to release",
+        n.target, n.primary
+    ))
+}
+
 pub(crate) fn restarting_analysis(n: &Names) -> Event {
     Event::normal(format!(
         "New revision detected! Restarting analysis for {}",

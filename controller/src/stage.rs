@@ -355,6 +355,9 @@ enum Situation<'a> {
     PrimaryNotReady(&'a str),
     /// A new revision to release (or one waiting for approval).
     NewRevision,
+    /// The target went back to the revision the primary runs (a failed release undone by
+    /// hand): nothing to release.
+    BackToPromoted,
     /// The target changed during the analysis.
     RevisionChanged,
     /// The canary is rolling out, within the progress deadline.
@@ -397,6 +400,13 @@ impl<'a> Situation<'a> {
         }
         match phase {
             Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting => {
+                let configs_unchanged = status.tracked_configs.clone().unwrap_or_default()
+                    == obs.revision.tracked_configs;
+                if status.last_promoted_spec.as_deref() == Some(obs.revision.spec_hash.as_str())
+                    && configs_unchanged
+                {
+                    return Situation::BackToPromoted;
+                }
                 return Situation::NewRevision;
             }
             Phase::Progressing | Phase::WaitingPromotion if changed => {
@@ -492,6 +502,14 @@ impl<'a> Machine<'a> {
                 Ok(())
             }
             Situation::NewRevision => self.start_release(),
+            Situation::BackToPromoted => {
+                // Recorded as applied, so the next change is a release again; the target
+                // stays at zero (the primary already serves this revision).
+                self.record_revision();
+                self.events.push(event::back_to_promoted(&self.names));
+                self.actions.push(Action::ScaleCanaryToZero);
+                Ok(())
+            }
             Situation::RevisionChanged => {
                 self.restart();
                 Ok(())

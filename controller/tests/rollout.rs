@@ -851,6 +851,44 @@ fn failed_release_waits_for_the_next_revision() {
 }
 
 #[test]
+fn a_failed_release_undone_by_hand_releases_nothing() {
+    let mut driver = Driver::new(&manifest(
+        "    stepWeight: 50\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n",
+    ))
+    .released();
+    driver.metrics = Box::new(|_, _| MetricValue::NoValues);
+    driver.finish();
+    assert_eq!(driver.status.phase, Some(Phase::Failed));
+    let promoted = driver.status.last_promoted_spec.clone().unwrap();
+    // `kubectl rollout undo`: the target is back on what the primary runs.
+    driver.obs.revision.spec_hash = promoted.clone();
+    let steps = driver.trace.len();
+    driver.tick();
+    let back = &driver.trace[steps];
+    let messages: Vec<String> = back.events.iter().map(|e| e.message.clone()).collect();
+    assert_eq!(
+        messages,
+        strings(&[
+            "podinfo.test is back on the revision podinfo-primary.test runs: nothing to release"
+        ])
+    );
+    assert!(back.actions.contains(&Action::ScaleCanaryToZero));
+    assert_eq!(driver.status.phase, Some(Phase::Failed));
+    assert_eq!(
+        driver.status.last_applied_spec.as_deref(),
+        Some(promoted.as_str())
+    );
+    // Nothing more happens until the next change, which is a release again.
+    driver.tick();
+    assert!(driver.trace[steps + 1].events.is_empty());
+    driver.metrics = Box::new(|_, name| healthy(name));
+    driver.obs.revision.spec_hash = "rev-3".into();
+    driver.finish();
+    assert_eq!(driver.status.phase, Some(Phase::Succeeded));
+    assert_eq!(driver.primary_revision.as_deref(), Some("rev-3"));
+}
+
+#[test]
 fn a_new_revision_during_the_analysis_restarts_it() {
     let mut driver = Driver::new(&manifest("    maxWeight: 30\n    stepWeight: 10\n")).released();
     driver.run_until(|t| t.weight == pct(20), 10);
