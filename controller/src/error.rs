@@ -7,33 +7,6 @@ use crate::validation::ValidationErrors;
 /// Everything that can go wrong in the controller crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A duration is not valid Go duration syntax, or is negative or out of range.
-    #[error("invalid duration {input:?}: {reason}")]
-    InvalidDuration {
-        /// The text as written.
-        input: String,
-        /// Why it was rejected.
-        reason: String,
-    },
-
-    /// A percentage cannot be used as a traffic weight.
-    #[error("invalid weight {value}: {reason}")]
-    InvalidWeight {
-        /// The number as written.
-        value: f64,
-        /// Why it was rejected.
-        reason: String,
-    },
-
-    /// A timestamp is not RFC 3339.
-    #[error("invalid timestamp {input:?}: {reason}")]
-    InvalidTimestamp {
-        /// The text as written.
-        input: String,
-        /// Why it was rejected.
-        reason: String,
-    },
-
     /// A manifest document is not valid YAML.
     #[error("document {document}: {source}")]
     Yaml {
@@ -71,16 +44,6 @@ pub enum Error {
     /// unwritable file); the message names the object or file.
     #[error("{0}")]
     Standalone(String),
-
-    /// A resource could not be serialised.
-    #[error("cannot serialise {what}: {source}")]
-    Serialize {
-        /// What was being serialised.
-        what: String,
-        /// The serialiser's error.
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
 
     /// An address or URL cannot be used for an outbound HTTP request.
     #[error("invalid URL {url:?}: {reason}")]
@@ -129,6 +92,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// A value of a resource cannot be read or written (a duration, weight or timestamp, a
+    /// CRD).
+    #[error(transparent)]
+    Api(#[from] serin_api::Error),
+
     /// A Kubernetes API call failed; `what` names the call and the object.
     #[error("{what}: {source}")]
     Kube {
@@ -163,14 +131,14 @@ impl Error {
     /// A short, stable label for metrics and logs (`invalid_spec`, `io`, ...).
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::InvalidDuration { .. } => "invalid_duration",
-            Error::InvalidWeight { .. } => "invalid_weight",
-            Error::InvalidTimestamp { .. } => "invalid_timestamp",
+            Error::Api(serin_api::Error::InvalidDuration { .. }) => "invalid_duration",
+            Error::Api(serin_api::Error::InvalidWeight { .. }) => "invalid_weight",
+            Error::Api(serin_api::Error::InvalidTimestamp { .. }) => "invalid_timestamp",
+            Error::Api(serin_api::Error::Serialize { .. }) => "serialize",
             Error::Yaml { .. } => "yaml",
             Error::Schema { .. } => "schema",
             Error::Invalid(_) => "invalid_spec",
             Error::Io { .. } => "io",
-            Error::Serialize { .. } => "serialize",
             Error::InvalidUrl { .. } => "invalid_url",
             Error::Request { .. } => "request",
             Error::Timeout { .. } => "timeout",

@@ -714,11 +714,11 @@ fn positive_weight(path: &str, percent: Percent, errors: &mut ValidationErrors) 
             None
         }
         Ok(weight) => Some(weight),
-        Err(crate::Error::InvalidWeight { reason, .. }) if reason == "must not be negative" => {
+        Err(serin_api::Error::InvalidWeight { reason, .. }) if reason == "must not be negative" => {
             errors.push(path, format!("must be greater than 0, got {percent}"));
             None
         }
-        Err(crate::Error::InvalidWeight { reason, .. }) => {
+        Err(serin_api::Error::InvalidWeight { reason, .. }) => {
             errors.push(path, format!("{reason}, got {percent}"));
             None
         }

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::httproutes::HttpRoute;
-use kube::CustomResource;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ConfigError;
@@ -24,74 +22,10 @@ pub const SERIN_GROUP: &str = "serin.dev";
 /// API group of the Gateway API kinds.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-/// `serin.dev/v1alpha1` `Backend`: a set of static addresses (IPs or DNS names) that a route's
-/// `backendRefs` can name with `group: serin.dev, kind: Backend`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
-#[kube(
-    group = "serin.dev",
-    version = "v1alpha1",
-    kind = "Backend",
-    plural = "backends",
-    namespaced,
-    printcolumn = r#"{"name":"ENDPOINTS","type":"string","jsonPath":".spec.endpoints[*].host"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct BackendSpec {
-    /// The addresses requests are balanced over.
-    pub endpoints: Vec<BackendEndpoint>,
-}
-
-/// One address of a [`Backend`].
-#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct BackendEndpoint {
-    /// An IP address or a DNS name.
-    pub host: String,
-    /// The port; when absent, the `port` of the referencing `backendRef` is used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-}
-
-/// `serin.dev/v1alpha1` `SessionAffinity`: sticky buckets for the rule whose `ExtensionRef`
-/// filter names it (`{type: ExtensionRef, extensionRef: {group: serin.dev, kind:
-/// SessionAffinity, name: ...}}`). Exactly one of `cookie` and `header` must be set.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
-#[kube(
-    group = "serin.dev",
-    version = "v1alpha1",
-    kind = "SessionAffinity",
-    plural = "sessionaffinities",
-    namespaced
-)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionAffinitySpec {
-    /// The bucket lives in a cookie the proxy sets on the first response.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cookie: Option<AffinityCookie>,
-    /// The bucket is a hash of this request header (e.g. a user id); requests without the
-    /// header are split at random.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<AffinityHeader>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AffinityCookie {
-    pub name: String,
-    /// Cookie lifetime in seconds (default 86400, one day).
-    #[serde(default = "default_max_age")]
-    pub max_age: i64,
-}
-
-fn default_max_age() -> i64 {
-    86_400
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AffinityHeader {
-    pub name: String,
-}
+pub use serin_api::backend::{
+    AffinityCookie, AffinityHeader, Backend, BackendEndpoint, BackendSpec, SessionAffinity,
+    SessionAffinitySpec,
+};
 
 /// Where an object came from, for error messages and status reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -197,12 +197,12 @@ impl Metrics {
             mirror_drops,
         };
         registry.register(
-            "serin_http_requests",
+            serin_api::names::REQUESTS,
             "HTTP requests by route, backend, status code sent to the client and traffic kind",
             metrics.requests.clone(),
         );
         registry.register_with_unit(
-            "serin_http_request_duration",
+            serin_api::names::REQUEST_DURATION,
             "Time from receiving a request to sending the response headers",
             prometheus_client::registry::Unit::Seconds,
             metrics.durations.clone(),

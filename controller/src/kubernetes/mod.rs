@@ -466,9 +466,7 @@ fn event_name(canary: &Canary, status: &CanaryStatus, index: usize) -> String {
     )
 }
 
-/// The condition type Serin adds to Flagger's `Promoted`: `False` (reason `InvalidSpec`, the
-/// message naming every field at fault) while the spec does not validate; removed once it does.
-pub const VALID_CONDITION: &str = "Valid";
+pub use serin_api::names::VALID_CONDITION;
 
 fn set_valid(status: &mut CanaryStatus, problems: Option<&str>, now: crate::timestamp::Timestamp) {
     let previous = status
@@ -486,7 +484,7 @@ fn set_valid(status: &mut CanaryStatus, problems: Option<&str>, now: crate::time
                 status: ConditionStatus::False,
                 last_update_time: Some(now),
                 last_transition_time: Some(now),
-                reason: "InvalidSpec".into(),
+                reason: serin_api::names::INVALID_SPEC.into(),
                 message: message.to_owned(),
             };
             match previous {

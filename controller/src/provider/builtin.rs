@@ -71,10 +71,7 @@ use crate::{
     validation::MetricKind,
 };
 
-/// Requests counter, by route, backend, status code and traffic kind.
-pub const REQUESTS_TOTAL: &str = "serin_http_requests_total";
-/// Request-duration histogram buckets, by route, backend, traffic kind and `le`.
-pub const DURATION_BUCKET: &str = "serin_http_request_duration_seconds_bucket";
+pub use serin_api::names::{DURATION_BUCKET, REQUESTS_TOTAL, canary_backend};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
@@ -82,15 +79,6 @@ const DEFAULT_MIN_WINDOW: Duration = Duration::from_secs(1);
 /// Safety net on memory whatever the scrape rate: the oldest scrapes go first.
 const MAX_SNAPSHOTS: usize = 4096;
 const MAX_SCRAPE_BYTES: usize = 32 << 20;
-
-/// The `backend` label serin-proxy gives the canary of apex Service `service` in
-/// `namespace`: `NAMESPACE/SERVICE-canary`, the `namespace/name` of the `<service>-canary`
-/// Service (or `serin.dev` Backend) that the canary's route sends traffic to. Whatever
-/// writes routes for a canary (the controller, standalone mode, `serin demo`) must name the
-/// canary backend this way for the built-in metrics to find it.
-pub fn canary_backend(namespace: &str, service: &str) -> String {
-    format!("{namespace}/{service}-canary")
-}
 
 /// Measures `request-success-rate` and `request-duration` from serin-proxy replicas'
 /// `/metrics`. Cheap to share: put it in an `Arc` to scrape in the background.

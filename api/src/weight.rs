@@ -10,7 +10,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Error;
+use crate::error::Error;
 
 /// A percentage as written in a manifest (`10`, `0.5`). Not validated; see [`Weight`].
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]

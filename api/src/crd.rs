@@ -1,9 +1,12 @@
-//! CustomResourceDefinitions generated from the Rust types. `serin crds` prints them; the
-//! copies committed under `deploy/crds/` are checked against this output by a test.
+//! CustomResourceDefinitions generated from the Rust types: the one generator of
+//! `deploy/crds/` (`serin crds --dir deploy/crds` writes them; a test checks the committed
+//! copies against this output).
 
 use kube::CustomResourceExt;
 
-use crate::{Error, Result, canary::Canary, template::MetricTemplate};
+use crate::backend::{Backend, SessionAffinity};
+use crate::error::{Error, Result};
+use crate::{canary::Canary, template::MetricTemplate};
 
 /// A generated CRD and the file it is committed as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +28,14 @@ pub fn crd_files() -> Result<Vec<CrdFile>> {
             file_name: "metrictemplate.yaml",
             yaml: to_yaml("the MetricTemplate CRD", &MetricTemplate::crd())?,
         },
+        CrdFile {
+            file_name: "backend.yaml",
+            yaml: to_yaml("the Backend CRD", &Backend::crd())?,
+        },
+        CrdFile {
+            file_name: "sessionaffinity.yaml",
+            yaml: to_yaml("the SessionAffinity CRD", &SessionAffinity::crd())?,
+        },
     ])
 }
 
@@ -35,8 +46,11 @@ pub fn crds_yaml() -> Result<String> {
 }
 
 fn to_yaml<T: serde::Serialize>(what: &str, value: &T) -> Result<String> {
-    serde_yaml_ng::to_string(value).map_err(|source| Error::Serialize {
+    let yaml = serde_yaml_ng::to_string(value).map_err(|source| Error::Serialize {
         what: what.to_owned(),
         source,
-    })
+    })?;
+    Ok(format!(
+        "# Generated from serin-api (`serin crds --dir deploy/crds`); do not edit.\n{yaml}"
+    ))
 }

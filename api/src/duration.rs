@@ -15,7 +15,7 @@ use std::{fmt, str::FromStr, time::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Error;
+use crate::error::Error;
 
 const NANOS_PER_MICRO: u64 = 1_000;
 const NANOS_PER_MILLI: u64 = 1_000_000;
@@ -222,7 +222,7 @@ fn parse(input: &str) -> Result<Duration, String> {
 }
 
 /// Formats like Go's `time.Duration.String`.
-pub(crate) fn format_go(duration: Duration) -> String {
+pub fn format_go(duration: Duration) -> String {
     let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
     if nanos == 0 {
         return "0s".to_owned();
