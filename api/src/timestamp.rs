@@ -22,6 +22,15 @@ impl Timestamp {
         Self(secs)
     }
 
+    /// Now, to the second.
+    pub fn now() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Timestamp::from_unix_seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
     /// Seconds since the Unix epoch.
     pub const fn unix_seconds(self) -> i64 {
         self.0

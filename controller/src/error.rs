@@ -114,7 +114,7 @@ pub enum Error {
 
     /// One of the demo's apps (serin-testapp) cannot start.
     #[error("demo app: {0}")]
-    DemoApp(#[from] serin_testapp::Error),
+    DemoApp(String),
 
     /// A metric query template cannot be rendered.
     #[error("cannot render query: {reason}")]

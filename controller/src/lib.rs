@@ -10,24 +10,21 @@
 //!   events (Flagger's).
 //! * [`analysis`] and [`webhook`]: the boundaries to metric providers and the webhook client,
 //!   and the pure judgement of their results.
-//! * [`manifest`]: reading multi-document YAML files, as `serin validate` does.
 //! * [`kubernetes`]: serin-controller, the engine driving Canaries in a cluster; [`drive`]: the
 //!   loop (resolve needs → plan → apply) it shares with standalone mode and the demo.
 
 pub use serin_api::{canary, crd, duration, status, template, timestamp, weight};
 
 pub mod analysis;
-pub mod demo;
+pub mod document;
 pub mod drive;
 pub mod error;
 pub mod event;
 pub mod httproute;
 pub mod kubernetes;
-pub mod manifest;
 pub mod provider;
 pub mod route;
 pub mod stage;
-pub mod standalone;
 pub mod validation;
 pub mod webhook;
 pub mod webhook_client;

@@ -294,7 +294,7 @@ async fn a_window_starts_no_earlier_than_the_release() {
         .unwrap_or_else(|err| panic!("{err}"));
     // The next release starts (status.lastTransitionTime has second precision), healthy.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let since = serin_controller::standalone::now();
+    let since = serin_controller::Timestamp::now();
     provider
         .scrape()
         .await

@@ -39,8 +39,8 @@ use crate::drive::{Drive, cookie_token};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
 use crate::stage::{Action, Observations, Readiness, wait_before_step};
-use crate::standalone::now;
 use crate::status::{CanaryCondition, CanaryStatus, ConditionStatus};
+use crate::timestamp::Timestamp;
 use crate::validation::validate;
 use crate::webhook::WebhookClient;
 
@@ -264,7 +264,7 @@ async fn step(canary: &Canary, context: &Context) -> Result<(Requeue, Option<Can
     let name = canary.name_any();
     let namespace = canary.namespace().unwrap_or_else(|| "default".into());
     let status = canary.status.clone().unwrap_or_default();
-    let now = now();
+    let now = Timestamp::now();
     if let Some(requeue) = finalize(canary, context).await? {
         return Ok((requeue, None));
     }
@@ -389,7 +389,7 @@ async fn finalize(canary: &Canary, context: &Context) -> Result<Option<Requeue>>
             .deletion_timestamp
             .as_ref()
             .map_or(0, |t| t.0.as_second());
-        let patience_over = now().unix_seconds() - since > 30;
+        let patience_over = Timestamp::now().unix_seconds() - since > 30;
         if !world.revert(patience_over).await? {
             return Ok(Some(Requeue::requeue(Duration::from_secs(2))));
         }

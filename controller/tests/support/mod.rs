@@ -9,8 +9,8 @@ use std::{collections::BTreeMap, time::Duration};
 use serin_controller::{
     CanarySpec, CanaryStatus, Phase, Timestamp, Weight,
     analysis::MetricValue,
+    document::load_canary,
     event::Event,
-    manifest::load_canary,
     route::Route,
     stage::{Action, HookResult, Need, Observations, Plan, Readiness, Revision, WebhookCall, step},
 };

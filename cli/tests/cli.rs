@@ -148,13 +148,19 @@ fn usage_errors_exit_64() {
 }
 
 #[test]
-fn crds_prints_both_definitions() {
+fn crds_prints_every_definition() {
     let output = serin(&["crds"]);
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 2);
-    assert!(text.contains("name: canaries.serin.dev"));
-    assert!(text.contains("name: metrictemplates.serin.dev"));
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 4);
+    for name in [
+        "canaries.serin.dev",
+        "metrictemplates.serin.dev",
+        "backends.serin.dev",
+        "sessionaffinities.serin.dev",
+    ] {
+        assert!(text.contains(&format!("name: {name}")), "{name}");
+    }
 }
 
 #[test]

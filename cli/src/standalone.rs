@@ -25,23 +25,23 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kube::api::ObjectMeta;
 use serin_proxy::config::{Backend, BackendEndpoint, BackendSpec, ObjectKey, load_path};
 
-use crate::analysis::MetricProvider;
-use crate::canary::Canary;
-use crate::drive::{Drive, cookie_token};
-use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::httproute::{BackendTarget, RouteTarget, render};
-use crate::stage::{Action, Observations, Plan, Readiness, Revision};
-use crate::status::CanaryStatus;
-use crate::template::MetricTemplateSpec;
-use crate::timestamp::Timestamp;
-use crate::validation::{Settings, validate};
-use crate::webhook::WebhookClient;
+use serin_controller::analysis::MetricProvider;
+use serin_controller::canary::Canary;
+use serin_controller::drive::{Drive, cookie_token};
+use serin_controller::error::{Error, Result};
+use serin_controller::event::Event;
+use serin_controller::httproute::{BackendTarget, RouteTarget, render};
+use serin_controller::stage::{Action, Observations, Plan, Readiness, Revision};
+use serin_controller::status::CanaryStatus;
+use serin_controller::template::MetricTemplateSpec;
+use serin_controller::timestamp::Timestamp;
+use serin_controller::validation::{Settings, validate};
+use serin_controller::webhook::WebhookClient;
 
 /// The rollout engine for one Canary in standalone mode.
 pub struct Engine {
@@ -199,7 +199,9 @@ impl Engine {
         )?;
         let drive = self.drive(&service);
         for event in plan.events.iter().chain(&events) {
-            drive.event_hooks(&self.status, event, self::now()).await;
+            drive
+                .event_hooks(&self.status, event, Timestamp::now())
+                .await;
         }
         Ok(StepReport { plan, events })
     }
@@ -309,15 +311,6 @@ impl Engine {
             ),
         )
     }
-}
-
-/// The wall clock as a [`Timestamp`].
-pub fn now() -> Timestamp {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Timestamp::from_unix_seconds(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// A stable hash of a Backend's spec (its endpoints, in order).

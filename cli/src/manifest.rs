@@ -6,7 +6,7 @@
 //! Each object is reported with every problem found: schema errors carry the field path of
 //! the offending value (`spec.analysis.interval: invalid duration "1x": ...`,
 //! `spec.rules[0].matchs: unknown field, did you mean `matches`?`), semantic ones come from
-//! [`crate::validation`]. Documents of other kinds are skipped, so a file may mix
+//! [`serin_controller::validation`]. Documents of other kinds are skipped, so a file may mix
 //! Deployments, Canaries and routes.
 
 use std::{
@@ -14,19 +14,21 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::Deserialize;
 use serde_yaml_ng::Value;
 use serin_proxy::{
     ConfigError,
     config::{self, Origin},
 };
 
-use crate::{
+use serin_controller::{
     Error, Result,
     canary::Canary,
     template::MetricTemplate,
     validation::{ValidationErrors, validate_canary, validate_metric_template},
 };
+
+pub use serin_controller::document::{load_canary, parse_canary, parse_typed};
 
 /// The API version of Serin's resources.
 pub const API_VERSION: &str = "serin.dev/v1alpha1";
@@ -109,22 +111,6 @@ pub fn check_manifest(text: &str) -> Vec<Finding> {
         }
     }
     findings
-}
-
-/// Parses one Canary from YAML, reporting the first schema error with its path.
-pub fn parse_canary(yaml: &str) -> Result<Canary> {
-    let value: Value = serde_yaml_ng::from_str(yaml).map_err(|source| Error::Yaml {
-        document: 1,
-        source,
-    })?;
-    parse_typed(value)
-}
-
-/// Parses and validates one Canary from YAML.
-pub fn load_canary(yaml: &str) -> Result<Canary> {
-    let canary = parse_canary(yaml)?;
-    validate_canary(&canary).map_err(Error::Invalid)?;
-    Ok(canary)
 }
 
 fn check_document(document: usize, mut value: Value) -> Option<ObjectReport> {
@@ -215,21 +201,6 @@ fn proxy_problems(err: ConfigError, out: &mut Vec<String>) {
         }
         other => out.push(other.to_string()),
     }
-}
-
-/// Deserialises with the path of the failing field in the error.
-fn parse_typed<T: DeserializeOwned>(value: Value) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        Error::Schema {
-            path: if path == "." {
-                "(root)".to_owned()
-            } else {
-                path
-            },
-            message: err.into_inner().to_string(),
-        }
-    })
 }
 
 #[cfg(test)]

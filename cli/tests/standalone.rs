@@ -11,10 +11,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serin_cli::manifest::load_canary;
+use serin_cli::standalone::Engine;
 use serin_controller::analysis::{BoxFuture, MetricProvider, MetricQuery, MetricValue};
-use serin_controller::manifest::load_canary;
 use serin_controller::stage::HookResult;
-use serin_controller::standalone::Engine;
 use serin_controller::validation::Webhook;
 use serin_controller::webhook::{WebhookClient, WebhookPayload};
 use serin_controller::{Phase, Timestamp};
@@ -82,7 +82,7 @@ impl WebhookClient for NoHooks {
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
-    serin_controller::standalone::write_atomic(&dir.join(name), text).unwrap();
+    serin_cli::standalone::write_atomic(&dir.join(name), text).unwrap();
 }
 
 fn backend(name: &str, port: u16) -> String {
@@ -184,7 +184,7 @@ impl World {
     }
 }
 
-fn messages(report: &serin_controller::standalone::StepReport) -> Vec<String> {
+fn messages(report: &serin_cli::standalone::StepReport) -> Vec<String> {
     report
         .plan
         .events

@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use serin_testapp::Faults;
 
-use crate::error::{Error, Result};
-use crate::event::{Event, EventType};
 use crate::manifest::load_canary;
-use crate::provider::builtin::BuiltinProvider;
-use crate::standalone::{Engine, now, write_atomic};
-use crate::status::Phase;
-use crate::webhook_client::HttpWebhookClient;
+use crate::standalone::{Engine, write_atomic};
+use serin_controller::error::{Error, Result};
+use serin_controller::event::{Event, EventType};
+use serin_controller::provider::builtin::BuiltinProvider;
+use serin_controller::status::Phase;
+use serin_controller::webhook_client::HttpWebhookClient;
 
 /// How the new version behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -242,7 +242,7 @@ pub async fn run(options: &DemoOptions, mut report: impl FnMut(&str)) -> Result<
     let interval = engine.settings().interval;
     loop {
         let tick = Instant::now();
-        let step = engine.step(now()).await?;
+        let step = engine.step(serin_controller::Timestamp::now()).await?;
         let status = engine.status();
         for event in step.plan.events.iter().chain(&step.events) {
             progress.clear();
@@ -335,7 +335,7 @@ fn target_backend(port: u16) -> String {
     )
 }
 
-fn metric(status: &crate::status::CanaryStatus, name: &str) -> Option<f64> {
+fn metric(status: &serin_controller::status::CanaryStatus, name: &str) -> Option<f64> {
     status
         .metrics
         .iter()

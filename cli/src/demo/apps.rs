@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serin_testapp::{App, AppConfig, Faults, Server};
 
-use crate::error::Result;
+use serin_controller::error::{Error, Result};
 
 /// Starts `version` of the app with `faults`.
 pub(crate) async fn start(version: &str, faults: Faults) -> Result<Server> {
@@ -27,6 +27,11 @@ async fn serve(config: AppConfig) -> Result<Server> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| serin_testapp::Error::Bind { addr, source })?;
-    Ok(serin_testapp::serve(listener, App::new(config)?)?)
+        .map_err(|source| serin_testapp::Error::Bind { addr, source })
+        .map_err(demo_app)?;
+    serin_testapp::serve(listener, App::new(config).map_err(demo_app)?).map_err(demo_app)
+}
+
+fn demo_app(e: serin_testapp::Error) -> Error {
+    Error::DemoApp(e.to_string())
 }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serin_cli::manifest::{Finding, check_file, check_manifest, load_canary};
 use serin_controller::{
-    manifest::{Finding, check_file, check_manifest, load_canary},
     validation::{Steps, Strategy, validate, validate_canary},
     weight::Weight,
 };

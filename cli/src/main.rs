@@ -17,10 +17,8 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, error::ErrorKind};
-use serin_controller::{
-    Error, crd,
-    manifest::{self, Finding},
-};
+use serin_cli::manifest::{self, Finding};
+use serin_controller::{Error, crd};
 
 /// Exit code for invalid input.
 const EXIT_INVALID: u8 = 1;
@@ -54,7 +52,7 @@ enum Command {
     Demo {
         /// How the new version behaves.
         #[arg(long, value_enum, default_value = "healthy")]
-        scenario: serin_controller::demo::Scenario,
+        scenario: serin_cli::demo::Scenario,
         /// Existing, writable directory for rollout.svg [default: serin-demo in the system's
         /// temporary directory, created if missing].
         #[arg(long, value_name = "DIR")]
@@ -233,28 +231,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn demo(
-    scenario: serin_controller::demo::Scenario,
+    scenario: serin_cli::demo::Scenario,
     out: Option<PathBuf>,
     rate: u32,
 ) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     let out = match out {
         Some(out) => out,
-        None => serin_controller::demo::default_out()?,
+        None => serin_cli::demo::default_out()?,
     };
-    let options = serin_controller::demo::DemoOptions {
+    let options = serin_cli::demo::DemoOptions {
         scenario,
         out,
         rate,
         live: std::io::stdout().is_terminal(),
     };
-    if let Err(e) = serin_controller::demo::check_options(&options) {
+    if let Err(e) = serin_cli::demo::check_options(&options) {
         eprintln!("serin demo: {e}");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let outcome = runtime()?.block_on(serin_controller::demo::run(&options, |line| {
-        println!("{line}")
-    }))?;
+    let outcome = runtime()?.block_on(serin_cli::demo::run(&options, |line| println!("{line}")))?;
     let expected = scenario.expected();
     let ended = outcome
         .phase
@@ -276,7 +272,7 @@ fn rollout(
     proxy_admin: Vec<String>,
     exit_when_done: bool,
 ) -> anyhow::Result<ExitCode> {
-    use serin_controller::standalone::{Engine, now};
+    use serin_cli::standalone::Engine;
     use std::sync::Arc;
     // Everything the engine needs is checked before it starts: a release must not begin
     // (traffic shifted, then rolled back for want of metrics) on a configuration that cannot
@@ -340,7 +336,7 @@ fn rollout(
         let mut releasing = false;
         let mut failures = 0;
         loop {
-            let report = match engine.step(now()).await {
+            let report = match engine.step(serin_controller::Timestamp::now()).await {
                 Ok(report) => {
                     failures = 0;
                     report

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::error::{Error, Result};
+use serin_controller::error::{Error, Result};
 
 /// One step of the release.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::chart::Sample;
 use super::load::Counts;
-use crate::status::CanaryStatus;
+use serin_controller::status::CanaryStatus;
 
 pub(crate) struct Progress {
     live: bool,
