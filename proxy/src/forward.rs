@@ -219,13 +219,19 @@ impl Proxy {
             backend: target.name.to_string(),
         })?;
 
-        let original_host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+        // RFC 9112 §3.2.2, RFC 9113 §8.3.1: a target with an authority (absolute form,
+        // HTTP/2's `:authority`) was routed by that authority, so it is the Host the backend
+        // gets, whatever Host the client sent beside it. Origin-form requests keep their Host.
+        if let Some(authority) = parts.uri.authority() {
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
+            if let Ok(host) = HeaderValue::from_str(host) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        let original_host = parts.headers.get(header::HOST).cloned();
         strip_hop_by_hop(&mut parts.headers);
         rule.request_headers.apply(&mut parts.headers);
         backend.request_headers.apply(&mut parts.headers);

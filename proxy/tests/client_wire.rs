@@ -713,3 +713,41 @@ async fn a_host_with_spaces_slashes_or_userinfo_or_an_empty_host_is_400() {
         refused(request.as_bytes(), 400, "invalid host").await;
     }
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_routes_by_its_authority_and_the_backend_gets_it_as_host() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    // Routed by the target's authority: the backend must see the host that was routed, never
+    // the other one the client put in Host.
+    send(
+        &mut wire,
+        b"GET http://app.example.com/x HTTP/1.1\r\nHost: other.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    let seen = seen(&body);
+    assert_eq!(seen["path"], "/x");
+    assert_eq!(seen["headers"]["host"], "app.example.com");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "app.example.com");
+    // The other way round: no route for the target's authority, whatever Host says.
+    send(
+        &mut wire,
+        b"GET http://other.example.com/x HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut wire, false).await.0.status(), 404);
+    assert_eq!(a.hits(), 1);
+    assert_eq!(a.seen.lock().unwrap()[0].0, "app.example.com");
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_with_user_information_is_400() {
+    refused(
+        b"GET http://user@app.example.com/x HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "user information in the target",
+    )
+    .await;
+}
