@@ -30,6 +30,7 @@ use crate::deadline;
 use crate::error::ProxyError;
 use crate::metrics::Telemetry;
 use crate::mirror::{Mirror, MirrorOptions, RequestBody};
+use crate::path;
 use crate::table::{Decision, RouteTable};
 use crate::upstream::{PoolOptions, SendError, Upstream};
 use crate::workers::Workers;
@@ -167,7 +168,16 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let table = self.table.load_full();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // Routed by, and forwarded with, the normalised path ([`crate::path`]).
+        match path::normalize(&parts.uri) {
+            Ok(None) => {}
+            Ok(Some(uri)) => parts.uri = uri,
+            Err(e) => {
+                tracing::debug!(port, uri = %parts.uri, "path above the root");
+                return error_response(&e.into());
+            }
+        }
         let decision = match table.decide(port, &parts, fastrand::u64(..)) {
             Ok(d) => d,
             Err(e) => {
@@ -428,6 +438,7 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         ProxyError::Upstream(_) => "upstream error\n",
         ProxyError::RequestBody(_) => "invalid request body\n",
         ProxyError::BadRequest(_) => "bad request\n",
+        ProxyError::Path(_) => "path climbs above the root\n",
     };
     let mut response = Response::new(ProxyBody::message(text));
     *response.status_mut() = e.status();

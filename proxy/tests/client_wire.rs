@@ -751,3 +751,76 @@ async fn an_absolute_form_target_with_user_information_is_400() {
     )
     .await;
 }
+
+/// A proxy routing `/public` (and below) on any host to backend `a`; other paths have no route.
+async fn setup_public_only() -> (TestBackend, Harness) {
+    let a = TestBackend::start("a").await;
+    let port = free_port();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /public}}]\n    backendRefs:\n    - {group: serin.dev, kind: Backend, name: a, weight: 1}\n";
+    let h = Harness::start(
+        port,
+        &[
+            ("gw.yaml", gateway_and_backends(port, &[("a", a.port())])),
+            ("route.yaml", route.to_owned()),
+        ],
+    )
+    .await;
+    (a, h)
+}
+
+#[tokio::test]
+async fn the_path_is_normalised_before_matching_and_forwarded_normalised() {
+    let (a, h) = setup_public_only().await;
+    let mut wire = connect(&h).await;
+    // Dot segments, plain or encoded, that leave /public match no route: a backend resolving
+    // them would serve /admin past the /public rule.
+    for target in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/.%2E/admin",
+        "/public/x/../../admin",
+    ] {
+        send(
+            &mut wire,
+            format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let (head, _, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 404, "{target}");
+    }
+    assert_eq!(a.hits(), 0);
+    // Those that stay under /public reach the backend as the path that was matched.
+    for (target, path) in [
+        ("/%70ublic/x", "/public/x"),
+        ("/public/./x/../%61b%2Dc", "/public/ab-c"),
+        ("/admin/../public/x?q=/../y", "/public/x"),
+        ("/public/a%2fb", "/public/a%2fb"),
+    ] {
+        send(
+            &mut wire,
+            format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 200, "{target}");
+        assert_eq!(seen(&body)["path"], path, "{target}");
+    }
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test]
+async fn a_path_climbing_above_the_root_is_400() {
+    let (a, h) = setup_public_only().await;
+    let mut wire = connect(&h).await;
+    for target in ["/../public/x", "/public/../../public/x", "/%2e%2e/public"] {
+        send(
+            &mut wire,
+            format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 400, "{target}");
+        assert_eq!(body, b"path climbs above the root\n");
+    }
+    assert_eq!(a.hits(), 0);
+}
