@@ -824,3 +824,13 @@ async fn a_path_climbing_above_the_root_is_400() {
     }
     assert_eq!(a.hits(), 0);
 }
+
+#[tokio::test]
+async fn an_asterisk_form_target_is_400_unless_options() {
+    refused(
+        b"GET * HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "asterisk-form target without OPTIONS",
+    )
+    .await;
+}

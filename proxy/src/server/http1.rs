@@ -19,7 +19,8 @@
 //! - the request line: HTTP/1.0 and HTTP/1.1, a later HTTP/1 minor version served as HTTP/1.1
 //!   (RFC 9110 §2.5), any other version 505; `CONNECT` is refused (405: the proxy opens no
 //!   tunnels) and so is an authority-form target with any other method (400, RFC 9112 §3.2.3),
-//!   and an absolute-form target with user information (400, RFC 9110 §4.2.4). An
+//!   an asterisk-form target with any method but OPTIONS (400, RFC 9112 §3.2.4), and an
+//!   absolute-form target with user information (400, RFC 9110 §4.2.4). An
 //!   absolute-form target is routed by its authority, which the backend then gets as `Host`
 //!   (`crate::forward`);
 //! - exactly one `Host` in HTTP/1.1 requests, and a valid one: not empty, only what an
@@ -188,6 +189,14 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<Re
     };
     let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
+    // RFC 9112 §3.2.4: the asterisk form is for OPTIONS only.
+    if target == "*" && method != Method::OPTIONS {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "asterisk-form target without OPTIONS",
+        )
+        .into());
+    }
     let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
     wire::record_spans(buf, parsed.headers, spans);
     let head = buf.split_to(len).freeze();
