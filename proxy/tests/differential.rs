@@ -27,7 +27,8 @@
 //!   forwarded (a case may say `stricter REASON` where serin-proxy refuses on purpose);
 //! - what reaches the backend is what one of the peers sent: the same number of requests, the
 //!   same methods and bodies (a request whose body never arrived whole is not counted as
-//!   forwarded);
+//!   forwarded), each framed by one plain `Content-Length` that is its body's length or by
+//!   `Transfer-Encoding: chunked` alone;
 //! - no client fault is counted against a backend: a case whose backend answers normally adds
 //!   no 5xx to any `backend="…"` of `serin_http_requests_total`, and no backend is counted more
 //!   often than it received requests;
@@ -917,6 +918,34 @@ async fn serin_proxy_agrees_with_nginx_and_haproxy_on_the_corpus() {
                         seen.header("host"),
                         seen.backend,
                         seen.route()
+                    );
+                    if s.name == "serin" {
+                        fail(text);
+                    } else {
+                        report.push(format!("{id}: {text}"));
+                    }
+                }
+            }
+        }
+
+        // Framing: one plain Content-Length or `Transfer-Encoding: chunked`, never both, never
+        // repeated, and a length that is the body's.
+        for (s, o) in subjects.iter().zip(&outcomes) {
+            for seen in o.seen.iter().filter(|s| s.complete) {
+                let lengths = seen.header("content-length");
+                let codings = seen.header("transfer-encoding");
+                let framed = match (&lengths[..], &codings[..]) {
+                    ([], []) => true,
+                    ([n], []) => n.parse() == Ok(seen.body.len()),
+                    ([], [c]) => c.eq_ignore_ascii_case("chunked"),
+                    _ => false,
+                };
+                if !framed {
+                    let text = format!(
+                        "{} delivered {:?} framed by content-length {lengths:?}, transfer-encoding {codings:?} with {} body bytes",
+                        s.name,
+                        seen.start,
+                        seen.body.len()
                     );
                     if s.name == "serin" {
                         fail(text);
