@@ -834,3 +834,15 @@ async fn an_asterisk_form_target_is_400_unless_options() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_content_length_of_2_pow_64_is_400_never_taken_for_0() {
+    // 2^64 wrapped around to 0 would make the body a second request, forwarded on its own.
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 18446744073709551616\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "invalid content-length",
+    )
+    .await;
+}
