@@ -29,6 +29,8 @@
 //!   same methods and bodies (a request whose body never arrived whole is not counted as
 //!   forwarded), each framed by one plain `Content-Length` that is its body's length or by
 //!   `Transfer-Encoding: chunked` alone;
+//! - every request head received whole is answered, if only with a 400 (a connection closed
+//!   without an answer is one whose task failed);
 //! - no client fault is counted against a backend: a case whose backend answers normally adds
 //!   no 5xx to any `backend="…"` of `serin_http_requests_total`, and no backend is counted more
 //!   often than it received requests;
@@ -926,6 +928,17 @@ async fn serin_proxy_agrees_with_nginx_and_haproxy_on_the_corpus() {
                     }
                 }
             }
+        }
+
+        // serin-proxy answers every request head it receives whole, if only with a 400: a
+        // connection closed without an answer is a request it failed to handle (a panic in the
+        // connection's task looks like this).
+        let whole_head = contains(&case.send, b"\r\n\r\n") || contains(&case.send, b"\n\n");
+        if whole_head && serin_o.answer.responses.is_empty() {
+            fail(format!(
+                "serin closed the connection without an answer: {}",
+                serin_o.summary()
+            ));
         }
 
         // Framing: one plain Content-Length or `Transfer-Encoding: chunked`, never both, never
