@@ -15,6 +15,10 @@
 //! The query is not touched. A target that is not a path (`*`) is left alone. The common path,
 //! without `%` and without a segment starting with `.`, is recognised in one pass over its
 //! bytes and costs no allocation; so is a path whose escapes are all of reserved characters.
+//!
+//! Written here rather than taken from a crate: `percent-encoding` decodes every escape
+//! (`%2F` would become a separator), and `url` parses and re-serialises the whole URL, with an
+//! allocation for every request; neither refuses a path above the root.
 
 use http::Uri;
 use http::uri::{Parts, PathAndQuery};
