@@ -62,6 +62,9 @@ pub enum ProxyError {
     RequestBody(#[source] crate::upstream::SendError),
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    /// The request's path has more `..` segments than segments to remove.
+    #[error("{0}")]
+    Path(#[from] crate::path::AboveRoot),
 }
 
 impl ProxyError {
@@ -73,7 +76,9 @@ impl ProxyError {
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::RequestBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody(_) | ProxyError::BadRequest(_) | ProxyError::Path(_) => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -85,6 +90,9 @@ impl ProxyError {
     /// recorded there would let any client fail someone's release, and even a 4xx would dilute
     /// the backend's error rate. The `code` stays the one the client got.
     pub fn client_fault(&self) -> bool {
-        matches!(self, ProxyError::RequestBody(_) | ProxyError::BadRequest(_))
+        matches!(
+            self,
+            ProxyError::RequestBody(_) | ProxyError::BadRequest(_) | ProxyError::Path(_)
+        )
     }
 }

@@ -30,6 +30,7 @@ use crate::deadline;
 use crate::error::ProxyError;
 use crate::metrics::Telemetry;
 use crate::mirror::{Mirror, MirrorOptions, RequestBody};
+use crate::path;
 use crate::table::{Decision, RouteTable};
 use crate::upstream::{PoolOptions, SendError, Upstream};
 use crate::workers::Workers;
@@ -167,7 +168,16 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let table = self.table.load_full();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // Routed by, and forwarded with, the normalised path ([`crate::path`]).
+        match path::normalize(&parts.uri) {
+            Ok(None) => {}
+            Ok(Some(uri)) => parts.uri = uri,
+            Err(e) => {
+                tracing::debug!(port, uri = %parts.uri, "path above the root");
+                return error_response(&e.into());
+            }
+        }
         let decision = match table.decide(port, &parts, fastrand::u64(..)) {
             Ok(d) => d,
             Err(e) => {
@@ -219,13 +229,19 @@ impl Proxy {
             backend: target.name.to_string(),
         })?;
 
-        let original_host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+        // RFC 9112 §3.2.2, RFC 9113 §8.3.1: a target with an authority (absolute form,
+        // HTTP/2's `:authority`) was routed by that authority, so it is the Host the backend
+        // gets, whatever Host the client sent beside it. Origin-form requests keep their Host.
+        if let Some(authority) = parts.uri.authority() {
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
+            if let Ok(host) = HeaderValue::from_str(host) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        let original_host = parts.headers.get(header::HOST).cloned();
         strip_hop_by_hop(&mut parts.headers);
         rule.request_headers.apply(&mut parts.headers);
         backend.request_headers.apply(&mut parts.headers);
@@ -422,6 +438,7 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         ProxyError::Upstream(_) => "upstream error\n",
         ProxyError::RequestBody(_) => "invalid request body\n",
         ProxyError::BadRequest(_) => "bad request\n",
+        ProxyError::Path(_) => "path climbs above the root\n",
     };
     let mut response = Response::new(ProxyBody::message(text));
     *response.status_mut() = e.status();

@@ -10,6 +10,7 @@
 //! - [`config`]: the objects and their loading from files, with errors naming file/object/field;
 //!   [`schema`]: the strict check of each document's fields against its kind's schema;
 //! - [`table`]: the compiler and the pure routing decision (match, precedence, weighted pick);
+//! - [`path`]: request paths normalised before routing (dot segments, unreserved escapes);
 //! - [`forward`]: the request path (headers, timeouts, metrics); [`upstream`]: the pooled
 //!   connections to backends; [`workers`]: the serving threads; [`deadline`]: their request
 //!   deadlines;
@@ -27,6 +28,7 @@ pub mod forward;
 pub mod kubernetes;
 pub mod metrics;
 pub mod mirror;
+pub mod path;
 pub mod reload;
 pub mod runtime;
 pub mod schema;

@@ -713,3 +713,136 @@ async fn a_host_with_spaces_slashes_or_userinfo_or_an_empty_host_is_400() {
         refused(request.as_bytes(), 400, "invalid host").await;
     }
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_routes_by_its_authority_and_the_backend_gets_it_as_host() {
+    let (a, h) = setup().await;
+    let mut wire = connect(&h).await;
+    // Routed by the target's authority: the backend must see the host that was routed, never
+    // the other one the client put in Host.
+    send(
+        &mut wire,
+        b"GET http://app.example.com/x HTTP/1.1\r\nHost: other.example.com\r\n\r\n",
+    )
+    .await;
+    let (head, body, _) = response(&mut wire, false).await;
+    assert_eq!(head.status(), 200);
+    let seen = seen(&body);
+    assert_eq!(seen["path"], "/x");
+    assert_eq!(seen["headers"]["host"], "app.example.com");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "app.example.com");
+    // The other way round: no route for the target's authority, whatever Host says.
+    send(
+        &mut wire,
+        b"GET http://other.example.com/x HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response(&mut wire, false).await.0.status(), 404);
+    assert_eq!(a.hits(), 1);
+    assert_eq!(a.seen.lock().unwrap()[0].0, "app.example.com");
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_with_user_information_is_400() {
+    refused(
+        b"GET http://user@app.example.com/x HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "user information in the target",
+    )
+    .await;
+}
+
+/// A proxy routing `/public` (and below) on any host to backend `a`; other paths have no route.
+async fn setup_public_only() -> (TestBackend, Harness) {
+    let a = TestBackend::start("a").await;
+    let port = free_port();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: test}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /public}}]\n    backendRefs:\n    - {group: serin.dev, kind: Backend, name: a, weight: 1}\n";
+    let h = Harness::start(
+        port,
+        &[
+            ("gw.yaml", gateway_and_backends(port, &[("a", a.port())])),
+            ("route.yaml", route.to_owned()),
+        ],
+    )
+    .await;
+    (a, h)
+}
+
+#[tokio::test]
+async fn the_path_is_normalised_before_matching_and_forwarded_normalised() {
+    let (a, h) = setup_public_only().await;
+    let mut wire = connect(&h).await;
+    // Dot segments, plain or encoded, that leave /public match no route: a backend resolving
+    // them would serve /admin past the /public rule.
+    for target in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/.%2E/admin",
+        "/public/x/../../admin",
+    ] {
+        send(
+            &mut wire,
+            format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let (head, _, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 404, "{target}");
+    }
+    assert_eq!(a.hits(), 0);
+    // Those that stay under /public reach the backend as the path that was matched.
+    for (target, path) in [
+        ("/%70ublic/x", "/public/x"),
+        ("/public/./x/../%61b%2Dc", "/public/ab-c"),
+        ("/admin/../public/x?q=/../y", "/public/x"),
+        ("/public/a%2fb", "/public/a%2fb"),
+    ] {
+        send(
+            &mut wire,
+            format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 200, "{target}");
+        assert_eq!(seen(&body)["path"], path, "{target}");
+    }
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test]
+async fn a_path_climbing_above_the_root_is_400() {
+    let (a, h) = setup_public_only().await;
+    let mut wire = connect(&h).await;
+    for target in ["/../public/x", "/public/../../public/x", "/%2e%2e/public"] {
+        send(
+            &mut wire,
+            format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let (head, body, _) = response(&mut wire, false).await;
+        assert_eq!(head.status(), 400, "{target}");
+        assert_eq!(body, b"path climbs above the root\n");
+    }
+    assert_eq!(a.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_asterisk_form_target_is_400_unless_options() {
+    refused(
+        b"GET * HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "asterisk-form target without OPTIONS",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_content_length_of_2_pow_64_is_400_never_taken_for_0() {
+    // 2^64 wrapped around to 0 would make the body a second request, forwarded on its own.
+    refused(
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 18446744073709551616\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        400,
+        "invalid content-length",
+    )
+    .await;
+}

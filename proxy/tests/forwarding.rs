@@ -423,6 +423,62 @@ async fn h2c_prior_knowledge_is_served() {
 }
 
 #[tokio::test]
+async fn h2c_authority_is_the_host_the_backend_gets() {
+    let (a, b, port) = two_backends().await;
+    let h = split_harness(&a, &b, port, 1, 0).await;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    // `:authority` names one host, a Host field another: the request is routed by the
+    // authority (RFC 9113 §8.3.1), so that is the Host the backend must see.
+    let mut req = http::Request::get(format!("http://127.0.0.1:{port}/h2"))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    req.headers_mut()
+        .insert("host", "other.example.com".parse().unwrap());
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let r = Reply::read(response).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["headers"]["host"], format!("127.0.0.1:{port}"));
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-host"],
+        format!("127.0.0.1:{port}")
+    );
+    drop(h);
+}
+
+#[tokio::test]
+async fn h2c_paths_are_normalised_as_http1_paths_are() {
+    let (a, b, port) = two_backends().await;
+    let h = split_harness(&a, &b, port, 1, 0).await;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let get = |path: &str| {
+        http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    let r = Reply::read(
+        client
+            .request(get("/x/%2e%2e/h2/%61b?q=/../y"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["path"], "/h2/ab");
+    let r = Reply::read(client.request(get("/x/../../h2")).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body, "path climbs above the root\n");
+    assert_eq!(a.hits() + b.hits(), 1);
+    drop(h);
+}
+
+#[tokio::test]
 async fn admin_endpoints() {
     let (a, _b, port) = two_backends().await;
     let h = split_harness(&a, &_b, port, 1, 0).await;

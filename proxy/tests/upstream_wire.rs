@@ -516,6 +516,19 @@ async fn non_numeric_content_length_is_502_and_the_proxy_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_content_length_of_2_pow_64_is_502_never_taken_for_0() {
+    // Wrapped around to 0, the body would be left on the connection as the next answer.
+    answers_502_then_keeps_serving(
+        Step::keep(
+            "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+        ),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn conflicting_content_lengths_are_502_and_the_proxy_keeps_serving() {
     answers_502_then_keeps_serving(
         Step::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"),

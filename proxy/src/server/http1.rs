@@ -18,7 +18,11 @@
 //!   beyond), `--header-read-timeout` to receive a head, idle time between requests included;
 //! - the request line: HTTP/1.0 and HTTP/1.1, a later HTTP/1 minor version served as HTTP/1.1
 //!   (RFC 9110 §2.5), any other version 505; `CONNECT` is refused (405: the proxy opens no
-//!   tunnels) and so is an authority-form target with any other method (400, RFC 9112 §3.2.3);
+//!   tunnels) and so is an authority-form target with any other method (400, RFC 9112 §3.2.3),
+//!   an asterisk-form target with any method but OPTIONS (400, RFC 9112 §3.2.4), and an
+//!   absolute-form target with user information (400, RFC 9110 §4.2.4). An
+//!   absolute-form target is routed by its authority, which the backend then gets as `Host`
+//!   (`crate::forward`);
 //! - exactly one `Host` in HTTP/1.1 requests, and a valid one: not empty, only what an
 //!   authority's host and port may hold (no space, slash, backslash, `@`, `?`, `#`); 400
 //!   otherwise (RFC 9112 §3.2);
@@ -185,18 +189,32 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<Re
     };
     let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
+    // RFC 9112 §3.2.4: the asterisk form is for OPTIONS only.
+    if target == "*" && method != Method::OPTIONS {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "asterisk-form target without OPTIONS",
+        )
+        .into());
+    }
     let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
     wire::record_spans(buf, parsed.headers, spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| refused(StatusCode::BAD_REQUEST, "invalid request target"))?;
-    // RFC 9112 §3.2.3: the authority form is for CONNECT only.
-    if uri.scheme().is_none() && uri.authority().is_some() {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            "authority-form target without CONNECT",
-        )
-        .into());
+    if let Some(authority) = uri.authority() {
+        // RFC 9112 §3.2.3: the authority form is for CONNECT only.
+        if uri.scheme().is_none() {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                "authority-form target without CONNECT",
+            )
+            .into());
+        }
+        // RFC 9110 §4.2.4: user information in an http(s) URI is an error.
+        if authority.as_str().contains('@') {
+            return Err(refused(StatusCode::BAD_REQUEST, "user information in the target").into());
+        }
     }
 
     let mut map = HeaderMap::with_capacity(spans.len());

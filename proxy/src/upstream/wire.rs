@@ -582,8 +582,10 @@ pub(crate) fn parse_length(digits: &[u8]) -> Result<u64, ()> {
         if !d.is_ascii_digit() {
             return Err(());
         }
+        // Checked twice: 1844674407370955161 × 10 still fits in 64 bits, and adding 6 would
+        // wrap `18446744073709551616` around to 0.
         n.checked_mul(10)
-            .map(|n| n + u64::from(d - b'0'))
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
             .filter(|&n| n <= MAX_LENGTH)
             .ok_or(())
     })

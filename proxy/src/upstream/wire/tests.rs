@@ -412,6 +412,10 @@ fn lengths_may_have_leading_zeros_and_stay_below_2_pow_63() {
         &b""[..],
         b"9223372036854775808",
         b"99999999999999999999",
+        // 2^64 and the next three: the last digit's addition overflows 64 bits, which would
+        // wrap them around to 0..=3.
+        b"18446744073709551616",
+        b"18446744073709551619",
         b"+1",
         b"-1",
         b"1 2",
