@@ -345,6 +345,9 @@ async fn step(canary: &Canary, context: &Context) -> Result<(Requeue, Option<Can
             }
         }
     }
+    if let Some(pause) = pause_before_status() {
+        tokio::time::sleep(pause).await;
+    }
     // Events before the status: a step cut short by a crash is taken again from the old
     // status, and its events, named after the step, are not recorded twice.
     for (index, event) in events.iter().enumerate() {
@@ -366,6 +369,22 @@ async fn step(canary: &Canary, context: &Context) -> Result<(Requeue, Option<Can
         write_status(&context.client, canary, &new_status).await?;
     }
     Ok((Requeue::requeue(plan.requeue_after), Some(new_status)))
+}
+
+/// Fault injection for crash tests: `SERIN_CONTROLLER_PAUSE_BEFORE_STATUS=<milliseconds>`
+/// makes every step that changed the cluster wait that long before it records its events
+/// and status, widening the window in which a crash leaves the cluster one step ahead of
+/// `Canary.status` (the end-to-end crash test kills the controller inside it). Read once;
+/// unset (always, outside tests) it costs nothing.
+fn pause_before_status() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("SERIN_CONTROLLER_PAUSE_BEFORE_STATUS")
+            .ok()?
+            .parse()
+            .ok()
+            .map(Duration::from_millis)
+    })
 }
 
 /// The finalizer a Canary carries while `spec.revertOnDeletion` is set.

@@ -337,6 +337,8 @@ struct Setup {
     controller: Controller,
     /// `NAMESPACE/serin-proxy-admin`.
     proxy_metrics: String,
+    /// Extra environment of the controller when it is restarted.
+    controller_env: Vec<(String, String)>,
 }
 
 /// A serin-controller process.
@@ -355,9 +357,21 @@ fn spawn_controller(
     namespace: &str,
     identity: &str,
 ) -> Controller {
+    spawn_controller_with(kubeconfig, metrics, namespace, identity, &[])
+}
+
+/// [`spawn_controller`] with extra environment variables.
+fn spawn_controller_with(
+    kubeconfig: &std::path::Path,
+    metrics: [&str; 2],
+    namespace: &str,
+    identity: &str,
+    env: &[(String, String)],
+) -> Controller {
     let listen = free_port();
     let process = ChildGuard(
         Command::new(binary("serin-controller"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
             .args(metrics)
@@ -423,30 +437,9 @@ spec:
         );
         let canaries =
             Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
-        eventually(
-            "the Canary Initialized",
-            Duration::from_secs(120),
-            || async {
-                match phase(&canaries).await? {
-                    (p, _) if p == "Initialized" => Ok(()),
-                    (p, c) => Err(format!("phase {p:?}: {:?}", c.data.get("status"))),
-                }
-            },
-        )
-        .await;
+        wait_for_phase(&canaries, "Initialized").await;
         let authority = gateway.authority();
-        let http = Http::new();
-        eventually(
-            "the proxy serving the primary",
-            Duration::from_secs(30),
-            || async {
-                match http.get(&authority, "/").await {
-                    Ok(a) if a.status == 200 => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            },
-        )
-        .await;
+        wait_serving(&authority, &[]).await;
         let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
         let target = deployments.get("podinfo").await.unwrap();
         assert_eq!(
@@ -463,6 +456,7 @@ spec:
             gateway,
             controller,
             proxy_metrics,
+            controller_env: Vec::new(),
         }
     }
 
@@ -471,34 +465,57 @@ spec:
     fn kill_and_restart_controller(&mut self) {
         let _ = self.controller.process.0.kill();
         let _ = self.controller.process.0.wait();
-        self.controller = spawn_controller(
+        self.controller = spawn_controller_with(
             &self.kubeconfig,
             ["--proxy-metrics", &self.proxy_metrics],
             &self.ns.name,
             "replica-a",
+            &self.controller_env,
         );
     }
 
     /// Waits for the Canary to reach phase `want`; fails when it ends otherwise.
     async fn wait_for_phase(&self, want: &str) -> DynamicObject {
-        eventually(
-            &format!("the Canary {want}"),
-            Duration::from_secs(240),
-            || async {
-                match phase(&self.canaries).await? {
-                    (p, c) if p == want => Ok(c),
-                    (p, c) if p == "Failed" || p == "Succeeded" => {
-                        panic!("the release ended {p}: {:?}", c.data.get("status"))
-                    }
-                    (p, c) => Err(format!(
-                        "phase {p:?}, weight {:?}",
-                        c.data["status"]["canaryWeight"]
-                    )),
-                }
-            },
-        )
-        .await
+        wait_for_phase(&self.canaries, want).await
     }
+}
+
+/// Waits for the Canary `podinfo` to reach phase `want`; fails when its release ends
+/// otherwise.
+async fn wait_for_phase(canaries: &Api<DynamicObject>, want: &str) -> DynamicObject {
+    eventually(
+        &format!("the Canary {want}"),
+        Duration::from_secs(240),
+        || async {
+            match phase(canaries).await? {
+                (p, c) if p == want => Ok(c),
+                (p, c) if p == "Failed" || p == "Succeeded" => {
+                    panic!("the release ended {p}: {:?}", c.data.get("status"))
+                }
+                (p, c) => Err(format!(
+                    "phase {p:?}, weight {:?}",
+                    c.data["status"]["canaryWeight"]
+                )),
+            }
+        },
+    )
+    .await
+}
+
+/// Waits for the proxy at `authority` to answer `/` (with `headers`) with 200.
+async fn wait_serving(authority: &str, headers: &[(&str, &str)]) {
+    let http = Http::new();
+    eventually(
+        "the proxy serving the primary",
+        Duration::from_secs(30),
+        || async {
+            match http.get_with(authority, "/", headers).await {
+                Ok(a) if a.status == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 /// The GatewayClass `serin` the podinfo example's Gateway names (cluster-wide: one test
@@ -591,17 +608,7 @@ async fn the_podinfo_example_releases_step_by_step_without_a_failed_request() {
     );
     let canaries = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &canary_api());
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    eventually(
-        "the Canary Initialized",
-        Duration::from_secs(120),
-        || async {
-            match phase(&canaries).await? {
-                (p, _) if p == "Initialized" => Ok(()),
-                (p, c) => Err(format!("phase {p:?}: {:?}", c.data.get("status"))),
-            }
-        },
-    )
-    .await;
+    wait_for_phase(&canaries, "Initialized").await;
     // The primary has its own autoscaler, a copy of the example's.
     let hpa = kubectl(&[
         "-n",
@@ -615,17 +622,7 @@ async fn the_podinfo_example_releases_step_by_step_without_a_failed_request() {
     let authority = gateway.authority();
     let http = Http::new();
     let host = [("host", "app.example.com")];
-    eventually(
-        "the proxy serving the primary",
-        Duration::from_secs(30),
-        || async {
-            match http.get_with(&authority, "/", &host).await {
-                Ok(a) if a.status == 200 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_serving(&authority, &host).await;
     // Only the example's host is routed.
     let other = http.get(&authority, "/").await.unwrap();
     assert_eq!(other.status, 404, "{other:?}");
@@ -633,21 +630,7 @@ async fn the_podinfo_example_releases_step_by_step_without_a_failed_request() {
     let traffic = Traffic::spawn(authority.clone(), host.to_vec(), None);
     tokio::time::sleep(Duration::from_secs(2)).await;
     release(&ns.name, "6.0.1");
-    eventually(
-        "the release Succeeded",
-        Duration::from_secs(240),
-        || async {
-            match phase(&canaries).await? {
-                (p, _) if p == "Succeeded" => Ok(()),
-                (p, c) if p == "Failed" => panic!("the release failed: {:?}", c.data.get("status")),
-                (p, c) => Err(format!(
-                    "phase {p:?}, weight {:?}",
-                    c.data["status"]["canaryWeight"]
-                )),
-            }
-        },
-    )
-    .await;
+    wait_for_phase(&canaries, "Succeeded").await;
     let recorded = traffic.finish_recorded().await;
     eprintln!(
         "answers by version during the release: {:?}; {} failed",
@@ -809,16 +792,100 @@ async fn a_failing_release_halts_and_rolls_back() {
     );
 }
 
+/// The canary's weight (percent) in the HTTPRoute `podinfo`: the weight of its
+/// `podinfo-canary` backend in the last rule (the catch-all; the API server gives it the
+/// default match, `PathPrefix /`).
+fn route_canary_weight(route: &DynamicObject) -> Option<u64> {
+    let rules = route.data["spec"]["rules"].as_array()?;
+    let rule = rules.last()?;
+    let refs = rule["backendRefs"].as_array()?;
+    let canary = refs.iter().find(|b| b["name"] == "podinfo-canary")?;
+    // serin-controller writes basis points.
+    Some(canary["weight"].as_u64()? / 100)
+}
+
+/// Waits for the controller's next route write, stops the process at once (SIGSTOP), and
+/// kills it (SIGKILL, then starts it again) if the Canary's status does not show the route's
+/// weight yet: a crash between a step's route write and its status write. Otherwise lets it
+/// go on (SIGCONT) and waits for the next write. Returns the route's and the status's weight.
+async fn kill_between_route_and_status_writes(setup: &mut Setup) -> (u64, u64) {
+    use futures_util::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let routes = Api::<DynamicObject>::namespaced_with(
+        client().await,
+        &setup.ns.name,
+        &ApiResource {
+            group: "gateway.networking.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "HTTPRoute".into(),
+            plural: "httproutes".into(),
+        },
+    );
+    let config = watcher::Config::default().fields("metadata.name=podinfo");
+    let mut changes = watcher(routes, config).applied_objects().boxed();
+    let mut seen = None;
+    while let Some(change) = changes.next().await {
+        let Ok(route) = change else { continue };
+        let weight = route_canary_weight(&route);
+        if weight == seen {
+            continue;
+        }
+        let first = seen.is_none();
+        seen = weight;
+        if first {
+            // The route as it was when the watch started: not a write of this step.
+            continue;
+        }
+        let pid = setup.controller.process.0.id().to_string();
+        let signal = |sig: &str| {
+            let _ = Command::new("kill").args([sig, &pid]).status();
+        };
+        signal("-STOP");
+        let status = setup.canaries.get("podinfo").await.unwrap().data["status"]["canaryWeight"]
+            .as_u64()
+            .unwrap_or(0);
+        let route = weight.unwrap_or(0);
+        if status != route {
+            setup.kill_and_restart_controller();
+            return (route, status);
+        }
+        signal("-CONT");
+    }
+    panic!("the route watch ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_mid_release_resumes_without_skipping_or_repeating_a_step() {
     let mut setup = Setup::start("e2e-crash", &weighted()).await;
     let ns = setup.ns.name.clone();
     let traffic = Traffic::start(setup.authority.clone());
+    // The controller waits 300 ms between a step's writes to the cluster and its status
+    // write (SERIN_CONTROLLER_PAUSE_BEFORE_STATUS, fault injection), so that a kill can land
+    // there for certain.
+    setup.controller_env = vec![(
+        "SERIN_CONTROLLER_PAUSE_BEFORE_STATUS".to_owned(),
+        "300".to_owned(),
+    )];
+    setup.kill_and_restart_controller();
     release(&ns, "6.0.1");
-    // Six kills at random points of the release (steps are 2 s apart; a step's writes take
-    // milliseconds, so some kills fall between a route write and the status write).
+    // One kill exactly between a step's route write and its status write: the controller is
+    // stopped (SIGSTOP) as soon as the route changes, and killed if the status does not show
+    // the new weight yet; then five kills at random points of the release (steps are 2 s
+    // apart).
+    let between = tokio::time::timeout(
+        Duration::from_secs(60),
+        kill_between_route_and_status_writes(&mut setup),
+    )
+    .await
+    .expect("a kill between a route write and its status write");
+    eprintln!(
+        "killed with the route at {}% and the status at {}%",
+        between.0, between.1
+    );
     let mut kills = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..5 {
         let pause = Duration::from_millis(300 + fastrand::u64(..2500));
         tokio::time::sleep(pause).await;
         let phase = phase(&setup.canaries)
@@ -1335,6 +1402,8 @@ async fn deleting_a_canary_with_revert_on_deletion_hands_traffic_back_to_the_tar
                 "deployment.apps/podinfo",
                 "httproute.gateway.networking.k8s.io/podinfo",
                 "service/podinfo",
+                // The test's own: how the controller finds the proxy.
+                "service/serin-proxy-admin",
             ];
             (names == expected)
                 .then_some(())
