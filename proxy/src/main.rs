@@ -1,6 +1,7 @@
 //! `serin-proxy`: parse arguments, load the configuration (files, or the Kubernetes API with
 //! `--kubernetes`), serve until SIGTERM/SIGINT; or, with `--check`, check the files and exit.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,7 +84,18 @@ fn duration(s: &str) -> Result<Duration, String> {
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Usage errors exit 64 (EX_USAGE), as `serin` does; --help and --version exit 0.
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if let (true, Some(config)) = (args.check, &args.config) {
@@ -91,10 +103,16 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
         return check(config);
     }
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour only on a terminal: a log redirected to a file or collected by a container
+    // runtime gets plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     // The control runtime; requests are served on the worker threads the proxy starts.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -38,11 +38,24 @@ fn invalid_config_at_start_exits_64_naming_file_object_and_field() {
     assert_eq!(out.status.code(), Some(64));
     let log =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // Not a terminal: no colour codes in the log.
+    assert!(!log.contains('\x1b'), "{log:?}");
     assert!(log.contains("routes.yaml (document 2): HTTPRoute test/r: spec.rules[0].matches[0].path.value: invalid regular expression"), "{log}");
     assert!(
         log.contains("spec.rules[0].backendRefs[0].name: Backend test/nowhere not found"),
         "{log}"
     );
+}
+
+#[test]
+fn usage_errors_exit_64_naming_the_argument() {
+    let out = proxy().arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+    let help = proxy().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--kubernetes"));
 }
 
 #[test]
