@@ -1242,6 +1242,15 @@ data:
     )
 }
 
+/// The ConfigMap an env var reads its value from.
+fn config_map_of(var: &k8s_openapi::api::core::v1::EnvVar) -> String {
+    var.value_from
+        .as_ref()
+        .and_then(|from| from.config_map_key_ref.as_ref())
+        .map(|r| r.name.clone())
+        .unwrap_or_default()
+}
+
 /// The `message` of the app's answer to `/`.
 async fn message(http: &Http, authority: &str) -> Result<String, String> {
     let answer = http.get(authority, "/").await?;
@@ -1264,14 +1273,7 @@ async fn a_config_map_change_alone_starts_a_release_and_the_primary_runs_its_own
             .unwrap_or_default()
     };
     let env = primary_env(setup.deployments.get("podinfo-primary").await.unwrap());
-    let reference = env[0]
-        .value_from
-        .as_ref()
-        .unwrap()
-        .config_map_key_ref
-        .as_ref()
-        .unwrap();
-    assert_eq!(reference.name, "podinfo-config-primary");
+    assert_eq!(config_map_of(&env[0]), "podinfo-config-primary");
     let copy = config_maps.get("podinfo-config-primary").await.unwrap();
     assert_eq!(copy.data.unwrap()["message"], "first");
     let http = Http::new();
@@ -1304,14 +1306,7 @@ async fn a_config_map_change_alone_starts_a_release_and_the_primary_runs_its_own
     let copy = config_maps.get("podinfo-config-primary").await.unwrap();
     assert_eq!(copy.data.unwrap()["message"], "second");
     let env = primary_env(setup.deployments.get("podinfo-primary").await.unwrap());
-    let reference = env[0]
-        .value_from
-        .as_ref()
-        .unwrap()
-        .config_map_key_ref
-        .as_ref()
-        .unwrap();
-    assert_eq!(reference.name, "podinfo-config-primary");
+    assert_eq!(config_map_of(&env[0]), "podinfo-config-primary");
     eventually(
         "the primary answering with the new message",
         Duration::from_secs(30),
